@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Verify an installed SGLang against what the deployment needs (shipped by the sglang_install role).
+
+Run with the venv's python. Reads a JSON request on stdin:
+  {"version": "0.5.23", "architectures": ["MiniMaxM3Sparse..."],
+   "tool_call_parser": ["minimax-m3", "minimax-m2"], "reasoning_parser": [...],   # preference order
+   "argv": ["--model-path", ..., "--tool-call-parser", "{tool_call_parser}", ...]}
+Prints one JSON object: ok, version, parsers chosen, the parser choices of the installed SGLang
+(read from its real argument parser), errors. The argv (with the chosen parsers substituted) is
+checked with the installed SGLang's own `prepare_server_args`, so unknown, removed or ambiguous
+flags and bad choices fail here, not at service start.
+"""
+
+import argparse
+import contextlib
+import importlib.metadata
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+
+
+def arch_known(sglang_dir: str, arch: str) -> bool:
+    """Whether the installed SGLang defines a model class for ``arch`` (no model imports needed)."""
+    pattern = re.compile(r"^class\s+" + re.escape(arch) + r"\b", re.M)
+    models = os.path.join(sglang_dir, "srt", "models")
+    for root, _dirs, files in os.walk(models):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), encoding="utf-8", errors="replace") as fh:
+                    if pattern.search(fh.read()):
+                        return True
+    return False
+
+
+def main() -> int:
+    req = json.load(sys.stdin)
+    out = {"ok": False, "errors": []}
+    try:
+        version = importlib.metadata.version("sglang")
+    except importlib.metadata.PackageNotFoundError:
+        out["errors"].append("sglang is not installed in this venv")
+        print(json.dumps(out))
+        return 1
+    out["version"] = version
+    if req.get("version") and version != req["version"]:
+        out["errors"].append(f"installed sglang is {version}, the pin is {req['version']}")
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        import sglang
+        from sglang.srt.server_args import ServerArgs, prepare_server_args
+
+    sglang_dir = os.path.dirname(sglang.__file__)
+    missing = [a for a in req.get("architectures", []) if not arch_known(sglang_dir, a)]
+    if missing:
+        out["errors"].append(
+            f"SGLang {version} does not know the model architecture {', '.join(missing)}: upgrade sglang "
+            f"(raise sglang_plan_sglang_version)"
+        )
+
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    choices = {}
+    for action in parser._actions:
+        for flag in ("--tool-call-parser", "--reasoning-parser"):
+            if flag in action.option_strings:
+                choices[flag[2:].replace("-", "_")] = list(action.choices or [])
+    out["choices"] = choices
+    chosen = {}
+    for kind in ("tool_call_parser", "reasoning_parser"):
+        prefs = req.get(kind) or []
+        pick = next((p for p in prefs if p in choices.get(kind, [])), None)
+        if prefs and pick is None:
+            out["errors"].append(
+                f"none of the {kind.replace('_', '-')}s {prefs} is accepted by SGLang {version} "
+                f"(choices: {', '.join(choices.get(kind, []))}); set sglang_install_{kind} to one of them"
+            )
+        chosen[kind] = pick
+    out["parsers"] = chosen
+
+    argv = [a.format(**{k: v or "" for k, v in chosen.items()}) for a in req.get("argv", [])]
+    config = req.get("config")
+    if argv and not out["errors"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            if config is not None:  # same keys as the real (secret) config, placeholder values
+                path = os.path.join(tmp, "config.yaml")
+                with open(path, "w") as fh:
+                    fh.write("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
+                argv = argv + ["--config", path]
+            err = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    prepare_server_args(argv)
+            except SystemExit as exc:
+                msg = err.getvalue().strip().splitlines()
+                out["errors"].append(
+                    f"SGLang {version} rejects the server argv (exit {exc.code}): {msg[-1] if msg else ''} "
+                    "; check sglang_plan_extra_args and the sglang_plan_*/sglang_install_* overrides"
+                )
+            except Exception as exc:  # noqa: BLE001 - report whatever the parser raised
+                out["errors"].append(f"SGLang {version} rejects the server argv: {type(exc).__name__}: {exc}")
+    out["argv"] = argv
+    out["ok"] = not out["errors"]
+    print(json.dumps(out))
+    return 0 if out["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
