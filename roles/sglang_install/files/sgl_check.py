@@ -82,6 +82,7 @@ def main() -> int:
 
     argv = [a.format(**{k: v or "" for k, v in chosen.items()}) for a in req.get("argv", [])]
     config = req.get("config")
+    out["argv"] = argv  # what the service will run (its --config, if any, is added by the unit)
     if argv and not out["errors"]:
         with tempfile.TemporaryDirectory() as tmp:
             if config is not None:  # same keys as the real (secret) config, placeholder values
@@ -101,7 +102,6 @@ def main() -> int:
                 )
             except Exception as exc:  # noqa: BLE001 - report whatever the parser raised
                 out["errors"].append(f"SGLang {version} rejects the server argv: {type(exc).__name__}: {exc}")
-    out["argv"] = argv
     out["ok"] = not out["errors"]
     print(json.dumps(out))
     return 0 if out["ok"] else 1

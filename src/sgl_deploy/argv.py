@@ -1,0 +1,150 @@
+"""SGLang server argv from the plan, and systemd ``ExecStart=`` quoting.
+
+The unit template, the install role's argv check (``prepare_server_args``) and the
+service role all use :func:`server_argv`, so the argv SGLang validates is the argv that
+runs. Full flag names only (``--tp-size``, never the ``--tp`` prefix abbreviation). The
+API key never appears here: it goes in the 0600 ``--config`` YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+# Flags server_argv owns, with their aliases (reference/sglang.md §1 "Key flags").
+MANAGED_FLAGS: dict[str, tuple[str, ...]] = {
+    "--model-path": ("--model",),
+    "--served-model-name": (),
+    "--host": (),
+    "--port": (),
+    "--tp-size": ("--tensor-parallel-size",),
+    "--ep-size": ("--expert-parallel-size", "--ep"),
+    "--dp-size": ("--data-parallel-size",),
+    "--pp-size": ("--pipeline-parallel-size",),
+    "--nnodes": (),
+    "--node-rank": (),
+    "--dist-init-addr": ("--nccl-init-addr",),
+    "--tool-call-parser": (),
+    "--reasoning-parser": (),
+    "--trust-remote-code": (),
+    "--mem-fraction-static": (),
+    "--context-length": (),
+    "--enable-metrics": (),
+    "--config": (),
+}
+SECRET_FLAGS = ("--api-key", "--admin-api-key")
+
+
+class ArgvError(ValueError):
+    """The plan or extra args would produce an unsafe or conflicting argv."""
+
+
+def _flag_name(arg: str) -> str | None:
+    """``--flag`` of ``--flag`` / ``--flag=value``; ``None`` for values."""
+    if not arg.startswith("--") or arg == "--":
+        return None
+    return arg.split("=", 1)[0]
+
+
+def _check_extra_args(extra: Iterable[str]) -> list[str]:
+    """Refuse secrets, managed flags and abbreviations of managed flags in ``extra``."""
+    out: list[str] = []
+    all_managed = [f for main, aliases in MANAGED_FLAGS.items() for f in (main, *aliases)]
+    for raw in extra:
+        arg = str(raw)
+        flag = _flag_name(arg)
+        if flag:
+            if any(s == flag or s.startswith(flag) for s in SECRET_FLAGS) and len(flag) > 2:
+                raise ArgvError(f"extra arg {flag} would put a secret on the command line: use the --config file")
+            if flag in all_managed:
+                raise ArgvError(f"extra arg {flag} conflicts with a flag the plan sets; change the plan instead")
+            prefixed = [m for m in all_managed if m.startswith(flag)]
+            if prefixed:
+                raise ArgvError(
+                    f"extra arg {flag} is an abbreviation of {', '.join(prefixed)} (set by the plan); "
+                    "use full flag names and change the plan instead"
+                )
+        out.append(arg)
+    return out
+
+
+def _fmt_float(value: float) -> str:
+    """Shortest exact-looking decimal: 0.85 -> '0.85', 1.0 -> '1.0'."""
+    return repr(float(value))
+
+
+def server_argv(
+    plan: Mapping[str, Any],
+    tool_call_parser: str | None,
+    reasoning_parser: str | None,
+    config_file: str | None = None,
+) -> list[str]:
+    """SGLang server arguments (without the ``python -m sglang.launch_server`` prefix).
+
+    Order: model, name, host/port, parallel layout, multi-node, parsers, flags, memory,
+    context, metrics, ``--config FILE``, then ``plan["extra_args"]``. ``--ep-size``,
+    ``--dp-size``, ``--pp-size`` only when > 1; ``--nnodes/--node-rank/--dist-init-addr``
+    only when ``nnodes > 1`` (then ``dist_init_addr`` is required).
+    """
+    argv = [
+        "--model-path", str(plan["model_path"]),
+        "--served-model-name", str(plan["served_model_name"]),
+        "--host", str(plan.get("host") or "0.0.0.0"),
+        "--port", str(int(plan.get("port") or 8000)),
+        "--tp-size", str(int(plan["tp_size"])),
+    ]
+    for key, flag in (("ep_size", "--ep-size"), ("dp_size", "--dp-size"), ("pp_size", "--pp-size")):
+        if int(plan.get(key) or 1) > 1:
+            argv += [flag, str(int(plan[key]))]
+    nnodes = int(plan.get("nnodes") or 1)
+    if nnodes > 1:
+        addr = plan.get("dist_init_addr")
+        if not addr or not re.match(r"^\S+:\d+$", str(addr)):
+            raise ArgvError(f"nnodes {nnodes} needs dist_init_addr as host:port (got {addr!r})")
+        argv += ["--nnodes", str(nnodes), "--node-rank", str(int(plan.get("node_rank") or 0)),
+                 "--dist-init-addr", str(addr)]
+    if tool_call_parser:
+        argv += ["--tool-call-parser", str(tool_call_parser)]
+    if reasoning_parser:
+        argv += ["--reasoning-parser", str(reasoning_parser)]
+    if plan.get("trust_remote_code", True):
+        argv.append("--trust-remote-code")
+    if plan.get("mem_fraction_static") is not None:
+        argv += ["--mem-fraction-static", _fmt_float(plan["mem_fraction_static"])]
+    if plan.get("context_length"):
+        argv += ["--context-length", str(int(plan["context_length"]))]
+    if plan.get("enable_metrics", True):
+        argv.append("--enable-metrics")
+    if config_file:
+        argv += ["--config", str(config_file)]
+    argv += _check_extra_args(plan.get("extra_args") or [])
+    return argv
+
+
+_SYSTEMD_SPECIAL = re.compile(r"[\s\"'\\]")
+
+
+def systemd_quote(arg: str) -> str:
+    """Quote one argument for a systemd ``ExecStart=`` line.
+
+    ``%`` -> ``%%`` (specifiers) and ``$`` -> ``$$`` (environment expansion) always;
+    arguments that are empty, contain whitespace, quotes or backslashes, or are a lone
+    ``;`` (command separator) go in double quotes with ``\\`` and ``"`` backslash-escaped
+    and control characters as C escapes.
+    """
+    text = str(arg).replace("%", "%%").replace("$", "$$")
+    if text and text != ";" and not _SYSTEMD_SPECIAL.search(text):
+        return text
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\t", "\\t")
+        .replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
+def quote_argv(argv: Iterable[str]) -> str:
+    """A whole command line for ``ExecStart=`` (each argument via :func:`systemd_quote`)."""
+    return " ".join(systemd_quote(a) for a in argv)

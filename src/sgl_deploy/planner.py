@@ -1,0 +1,1025 @@
+"""The planner: GPU facts + model profile -> the plan fact ``sglang_plan_result``.
+
+The plan fixes the parallel layout (tp/ep/dp/pp, nnodes), the memory split (weights vs.
+KV cache), the context length, the parsers' preference lists and the readiness deadline.
+Every later role reads the plan; nothing recomputes it (docs/architecture.md).
+
+Memory model (all GB decimal, per replica of ``tp * pp`` GPUs)::
+
+    usable      = gpus * gpu_memory_gb * mem_fraction_static
+    kv_budget   = usable - weights_gb - runtime_reserve_gb_per_gpu * gpus
+    max_tokens  = kv_budget / (kv_gb_per_mtok * kv_replication) * 1e6
+
+``kv_replication`` is ``tp / num_key_value_heads`` when tp exceeds the KV heads (SGLang
+then replicates KV heads on several ranks), else 1. The SGLang recipe figures reproduce
+(4 x 96 GB, 0.85, 220 GB, 240 GB/Mtok -> ~427K tokens; 8 x 144 GB -> ~3.13M tokens).
+
+Layout rules the planner owns because SGLang only fails late (reference/sglang.md §1):
+tp divides the attention heads; tp divides or is a multiple of the KV heads; ep divides
+tp and the expert count (``--tp 8 --ep 3`` passes SGLang's checks and dies at launch);
+``(tp * pp) % nnodes == 0``; ``dp > 1`` with ``nnodes > 1`` is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, load_profile
+
+DEFAULT_SGLANG_VERSION = "0.5.23"
+DEFAULT_WEIGHTS_ROOT = "/srv/models"
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8000
+NODE_SIZES = (1, 2, 4, 8)  # GPU counts of common single hosts, for suggestions
+MAX_SUGGESTED_NODES = 8
+
+
+class PlanError(ValueError):
+    """No valid plan: ``message`` says why; ``alternatives`` lists what would work."""
+
+    def __init__(self, message: str, alternatives: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.alternatives = alternatives or []
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form printed by ``sgl-deploy plan --json`` on failure."""
+        return {"error": self.message, "alternatives": self.alternatives}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The model numbers that constrain the parallel split."""
+
+    num_layers: int
+    num_experts: int
+    num_attention_heads: int
+    num_key_value_heads: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A parallel layout. ``source``: recipe | derived | override."""
+
+    tp: int
+    ep: int = 1
+    dp: int = 1
+    pp: int = 1
+    source: str = "derived"
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    def describe(self) -> str:
+        parts = [f"tp {self.tp}"]
+        if self.pp > 1:
+            parts.append(f"pp {self.pp}")
+        parts.append(f"ep {self.ep}")
+        if self.dp > 1:
+            parts.append(f"dp {self.dp}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The memory split for one replica (GB decimal)."""
+
+    usable_gb: float
+    reserve_gb: float
+    kv_budget_gb: float
+    kv_replication: int
+    kv_gb_per_mtok_effective: float
+    max_total_tokens: int
+
+
+@dataclass
+class Plan:
+    """The plan fact; :func:`plan_to_dict` gives the ``sglang_plan_result`` mapping."""
+
+    model_profile: str
+    model_id: str
+    model_revision: str
+    model_path: str
+    served_model_name: str
+    sglang_version: str
+    gpus_per_node: int
+    gpu_memory_gb: float
+    nnodes: int
+    node_rank: int
+    dist_init_addr: str | None
+    tp_size: int
+    ep_size: int
+    dp_size: int
+    pp_size: int
+    mem_fraction_static: float
+    context_length: int
+    max_total_tokens: int
+    weights_gb: float
+    weights_source: str
+    parsers: dict[str, list[str]]
+    readiness_timeout_s: int
+    host: str
+    port: int
+    extra_args: list[str]
+    reasoning: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # additions beyond the architecture contract
+    architectures: list[str] = field(default_factory=list)
+    model_variant: str = ""
+    model_dtype: str | None = None
+    gpu_name: str | None = None
+    gpu_architecture: str | None = None
+    total_gpus: int = 0
+    layout_source: str = "derived"
+    kv_gb_per_mtok: float = 0.0
+    kv_source: str = "profile"
+    kv_replication: int = 1
+    usable_gb: float = 0.0
+    kv_budget_gb: float = 0.0
+    max_context: int = 0
+    max_output: int | None = None
+    min_sglang_version: str = ""
+    vision: bool = False
+    sampling: dict[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = True
+    enable_metrics: bool = True
+    unconfirmed: list[str] = field(default_factory=list)
+
+
+def plan_to_dict(plan_obj: Plan) -> dict[str, Any]:
+    """The plan as a plain (JSON/YAML-safe) mapping: the fact ``sglang_plan_result``."""
+    return asdict(plan_obj)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    """Sortable key for versions like ``0.5.4.post1``, ``0.5.23``, ``0.5.16rc1``."""
+    release: list[int] = []
+    post = 0
+    pre: tuple[int, int] = (1, 0)  # final release sorts after pre-releases
+    for piece in str(version).strip().lstrip("v").split("."):
+        match = re.match(r"^(\d+)(?:(a|b|rc)(\d+))?$", piece)
+        if match:
+            release.append(int(match.group(1)))
+            if match.group(2):
+                pre = (0, int(match.group(3)))
+            continue
+        post_match = re.match(r"^post(\d+)$", piece)
+        if post_match:
+            post = int(post_match.group(1))
+            continue
+        break
+    while len(release) < 3:
+        release.append(0)
+    return (tuple(release), pre, post)
+
+
+def kv_replication(tp: int, kv_heads: int) -> int:
+    """How many ranks hold each KV head (SGLang replicates KV heads when tp > KV heads)."""
+    return tp // kv_heads if kv_heads and tp > kv_heads else 1
+
+
+def layout_problems(layout: Layout, shape: ModelShape, nnodes: int, total_gpus: int) -> list[str]:
+    """Reasons this layout is invalid for the model and hardware; empty = valid."""
+    out: list[str] = []
+    tp, ep, dp, pp = layout.tp, layout.ep, layout.dp, layout.pp
+    if min(tp, ep, dp, pp) < 1:
+        return [f"tp/ep/dp/pp must be >= 1 (got tp {tp} ep {ep} dp {dp} pp {pp})"]
+    if shape.num_attention_heads % tp:
+        out.append(f"tp_size {tp} does not divide the {shape.num_attention_heads} attention heads")
+    kvh = shape.num_key_value_heads
+    if kvh % tp and tp % kvh:
+        out.append(f"tp_size {tp} neither divides nor is a multiple of the {kvh} KV heads")
+    if tp % ep:
+        out.append(
+            f"ep_size {ep} does not divide tp_size {tp} (SGLang needs tp = ep x moe_tp; "
+            "its argument checks pass this and the launch fails later)"
+        )
+    if shape.num_experts % ep:
+        out.append(f"ep_size {ep} does not divide the {shape.num_experts} experts")
+    if pp > shape.num_layers:
+        out.append(f"pp_size {pp} exceeds the {shape.num_layers} layers")
+    if (tp * pp) % nnodes:
+        out.append(f"tp_size x pp_size = {tp * pp} is not divisible by nnodes {nnodes} (SGLang check_server_args)")
+    if dp > 1 and nnodes > 1:
+        out.append(
+            f"dp_size {dp} with nnodes {nnodes}: SGLang refuses data parallelism across nodes "
+            "(use attention DP, --attn-dp-size, via extra_args instead)"
+        )
+    if layout.gpus > total_gpus:
+        out.append(f"tp x pp x dp = {layout.gpus} GPUs, but only {total_gpus} are available")
+    return out
+
+
+def memory_split(
+    layout: Layout,
+    gpu_memory_gb: float,
+    mem_fraction: float,
+    weights_gb: float,
+    kv_gb_per_mtok: float,
+    reserve_gb_per_gpu: float,
+    shape: ModelShape,
+) -> Memory:
+    """Weights vs. KV cache for one replica of ``layout``."""
+    gpus = layout.gpus_per_replica
+    usable = gpus * gpu_memory_gb * mem_fraction
+    reserve = reserve_gb_per_gpu * gpus
+    budget = usable - weights_gb - reserve
+    repl = kv_replication(layout.tp, shape.num_key_value_heads)
+    eff = kv_gb_per_mtok * repl
+    tokens = int(math.floor(budget / eff * 1e6)) if budget > 0 and eff > 0 else 0
+    return Memory(usable, reserve, budget, repl, eff, tokens)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def candidate_layouts(
+    profile: Profile, gpus_per_node: int, nnodes: int, dp: int = 1
+) -> list[Layout]:
+    """Layouts to try, in preference order.
+
+    Single node: the recipe layout for this GPU count, tp = all GPUs, recipe layouts on a
+    subset of the GPUs, then tp x pp splits. Several nodes: tp = all GPUs, tp = GPUs per
+    node x pp = nodes, then the other tp x pp splits.
+    """
+    total = gpus_per_node * nnodes
+    per_replica = total // dp if dp and total % dp == 0 else 0
+    out: list[Layout] = []
+    if per_replica <= 0:
+        return out
+    if nnodes == 1 and dp == 1:
+        for rec in profile.get("recipe_layouts") or []:
+            if int(rec["gpus"]) == total:
+                out.append(Layout(tp=int(rec["tp"]), ep=int(rec["ep"]), source="recipe"))
+    out.append(Layout(tp=per_replica, dp=dp))
+    if nnodes > 1:
+        out.append(Layout(tp=gpus_per_node, pp=nnodes, dp=dp))
+    elif dp == 1:
+        # a recipe layout on a subset of the GPUs beats an unverified pipeline split
+        for rec in sorted(profile.get("recipe_layouts") or [], key=lambda r: -int(r["gpus"])):
+            if int(rec["gpus"]) < total:
+                out.append(Layout(tp=int(rec["tp"]), ep=int(rec["ep"]), source="recipe"))
+    for pp in _divisors(per_replica)[1:]:
+        out.append(Layout(tp=per_replica // pp, pp=pp, dp=dp))
+    seen: set[tuple[int, int, int, int]] = set()
+    unique = []
+    for lay in out:
+        key = (lay.tp, lay.ep, lay.dp, lay.pp)
+        if key not in seen:
+            seen.add(key)
+            unique.append(lay)
+    return unique
+
+
+def _recipe_ep(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
+    """The recipe's ep for this tp on a single node with ``total`` GPUs, if any."""
+    if nnodes != 1:
+        return None
+    for rec in profile.get("recipe_layouts") or []:
+        if int(rec["gpus"]) == total and int(rec["tp"]) == tp:
+            return int(rec["ep"])
+    return None
+
+
+# --------------------------------------------------------------------------- context object
+
+
+@dataclass
+class _Ctx:
+    """Everything the layout search needs (resolved inputs)."""
+
+    profile: Profile
+    shape: ModelShape
+    gpus_per_node: int
+    nnodes: int
+    gpu_memory_gb: float
+    mem_fraction: float
+    weights_gb: float
+    kv_gb_per_mtok: float
+    reserve_gb_per_gpu: float
+    min_kv_tokens: int
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.nnodes
+
+    def memory(self, layout: Layout) -> Memory:
+        return memory_split(
+            layout, self.gpu_memory_gb, self.mem_fraction, self.weights_gb,
+            self.kv_gb_per_mtok, self.reserve_gb_per_gpu, self.shape,
+        )
+
+    def needed_gb(self, layout: Layout) -> float:
+        """GB per replica needed for weights + minimum KV + reserve."""
+        repl = kv_replication(layout.tp, self.shape.num_key_value_heads)
+        min_kv = self.min_kv_tokens / 1e6 * self.kv_gb_per_mtok * repl
+        return self.weights_gb + min_kv + self.reserve_gb_per_gpu * layout.gpus_per_replica
+
+    def fits(self, layout: Layout) -> bool:
+        return self.memory(layout).max_total_tokens >= self.min_kv_tokens
+
+    def with_hw(self, gpus_per_node: int, nnodes: int, gpu_memory_gb: float | None = None) -> "_Ctx":
+        return replace(
+            self, gpus_per_node=gpus_per_node, nnodes=nnodes,
+            gpu_memory_gb=self.gpu_memory_gb if gpu_memory_gb is None else gpu_memory_gb,
+        )
+
+    def best_layout(self) -> Layout | None:
+        """First valid candidate layout that fits, or ``None``."""
+        for lay in candidate_layouts(self.profile, self.gpus_per_node, self.nnodes):
+            if not layout_problems(lay, self.shape, self.nnodes, self.total_gpus) and self.fits(lay):
+                return lay
+        return None
+
+
+def _alt(hint: str, ctx: _Ctx, lay: Layout) -> dict[str, Any]:
+    mem = ctx.memory(lay)
+    return {
+        "hint": hint,
+        "nodes": ctx.nnodes,
+        "gpus_per_node": ctx.gpus_per_node,
+        "gpu_memory_gb": round(ctx.gpu_memory_gb, 3),
+        "tp_size": lay.tp,
+        "ep_size": lay.ep,
+        "pp_size": lay.pp,
+        "dp_size": lay.dp,
+        "max_total_tokens": mem.max_total_tokens,
+    }
+
+
+def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
+    """Hardware/layout changes under which the model fits (for PlanError messages)."""
+    alts: list[dict[str, Any]] = []
+    mem_label = f"{ctx.gpu_memory_gb:.0f} GB"
+    if ctx.nnodes == 1:
+        for g in NODE_SIZES:
+            if g <= ctx.gpus_per_node:
+                continue
+            c = ctx.with_hw(g, 1)
+            lay = c.best_layout()
+            if lay:
+                alts.append(_alt(f"at least {g} GPUs of {mem_label} on one node ({lay.describe()})", c, lay))
+                break
+    for k in range(ctx.nnodes + 1, MAX_SUGGESTED_NODES + 1):
+        c = ctx.with_hw(ctx.gpus_per_node, k)
+        lay = c.best_layout()
+        if lay:
+            alts.append(
+                _alt(f"--nodes {k} ({k} x {ctx.gpus_per_node} GPUs of {mem_label}, {lay.describe()})", c, lay)
+            )
+            break
+    # same GPU count, larger GPUs
+    for lay in candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
+        if layout_problems(lay, ctx.shape, ctx.nnodes, ctx.total_gpus):
+            continue
+        need = ctx.needed_gb(lay) / (lay.gpus_per_replica * ctx.mem_fraction)
+        need = math.ceil(need)
+        if need > ctx.gpu_memory_gb:
+            c = ctx.with_hw(ctx.gpus_per_node, ctx.nnodes, float(need))
+            hint = f"{ctx.total_gpus} GPUs with at least {need} GB each ({lay.describe()})"
+            alts.append(_alt(hint, c, lay))
+        break
+    return alts
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _shape(profile: Profile, hf_config: dict[str, Any] | None, reasoning: list[str]) -> ModelShape:
+    """Model shape from the profile, overridden by a real config.json subset if given."""
+    mc = profile.get("model_config")
+    values = {
+        "num_layers": int(mc["num_layers"]),
+        "num_experts": int(mc["num_experts"]),
+        "num_attention_heads": int(mc["num_attention_heads"]),
+        "num_key_value_heads": int(mc["num_key_value_heads"]),
+    }
+    if hf_config:
+        cfg = hf_config.get("text_config") or hf_config
+        mapping = {
+            "num_layers": ("num_hidden_layers",),
+            "num_experts": ("num_local_experts", "n_routed_experts", "num_experts"),
+            "num_attention_heads": ("num_attention_heads",),
+            "num_key_value_heads": ("num_key_value_heads",),
+        }
+        for key, names in mapping.items():
+            for name in names:
+                if cfg.get(name):
+                    if int(cfg[name]) != values[key]:
+                        reasoning.append(f"{key} {cfg[name]} from config.json (profile said {values[key]})")
+                    values[key] = int(cfg[name])
+                    break
+    return ModelShape(**values)
+
+
+def _hardware(
+    gpu_facts: dict[str, Any] | None,
+    gpus_per_node: int | None,
+    gpu_memory_gb: float | None,
+    reasoning: list[str],
+    warnings: list[str],
+) -> tuple[int, float, str | None, str | None]:
+    """(gpus per node, GB per GPU, GPU name, GPU architecture) from facts and/or arguments."""
+    name = arch = None
+    count = gpus_per_node
+    mem = gpu_memory_gb
+    if gpu_facts:
+        facts_count = int(gpu_facts.get("gpu_count") or 0)
+        gpus = gpu_facts.get("gpus") or []
+        mibs = [g["memory_total_mib"] for g in gpus if g.get("memory_total_mib")]
+        facts_mem = min(mibs) * 1048576 / 1e9 if mibs else gpu_facts.get("gpu_memory_gb")
+        name = gpu_facts.get("gpu_name") or (gpus[0].get("name") if gpus else None)
+        arch = gpu_facts.get("architecture") or (gpus[0].get("architecture") if gpus else None)
+        if not gpu_facts.get("homogeneous", True):
+            warnings.append("GPUs are not identical: planning with the smallest GPU memory")
+        if count is None:
+            count = facts_count
+        elif count > facts_count:
+            raise PlanError(f"--gpus {count} but the GPU facts show only {facts_count} GPUs")
+        elif count < facts_count:
+            warnings.append(f"using {count} of the {facts_count} GPUs on the host")
+        if mem is None:
+            mem = facts_mem
+        if mibs:
+            reasoning.append(
+                f"GPU facts: {facts_count} x {name} ({min(mibs)} MiB = {facts_mem:.3f} GB decimal), "
+                f"architecture {arch}, driver {gpu_facts.get('driver_version')}"
+            )
+    if not count or count < 1:
+        raise PlanError("no GPUs: give GPU facts (nvidia-smi -q -x) or --gpus N --gpu-memory-gb M")
+    if not mem or mem <= 0:
+        raise PlanError("GPU memory unknown: give GPU facts or --gpu-memory-gb")
+    return int(count), float(mem), name, arch
+
+
+def _pick_variant(profile: Profile, variant: str | None, arch: str | None, warnings: list[str]) -> dict[str, Any]:
+    """The explicit variant, else the first one built for the GPU architecture, else the default."""
+    if variant:
+        return profile.variant(variant)
+    variants = profile.get("variants")
+    if not arch:
+        return profile.variant(None)
+    order = [profile.get("default_variant")] + sorted(v for v in variants if v != profile.get("default_variant"))
+    for name in order:
+        if arch.lower() in [a.lower() for a in variants[name].get("gpu_architectures") or []]:
+            return profile.variant(name)
+    listing = "; ".join(
+        f"{n}: {v['model_id']} on {', '.join(v.get('gpu_architectures') or [])}" for n, v in sorted(variants.items())
+    )
+    raise PlanError(f"{profile.get('display_name')} has no variant for {arch} GPUs ({listing})")
+
+
+def _readiness_timeout(profile: Profile, weights_gb: float) -> int:
+    lt = profile.get("load_time")
+    seconds = max(float(lt["min_s"]), float(lt["base_s"]) + float(lt["s_per_gb"]) * weights_gb)
+    return int(math.ceil(seconds / 60.0) * 60)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _sizes(
+    prof: Profile,
+    var: dict[str, Any],
+    weights_gb: float | None,
+    weights_source: str | None,
+    kv_gb_per_mtok: float | None,
+    reasoning: list[str],
+) -> tuple[float, str, float, str]:
+    """(weights GB, its source, KV GB per 1M tokens, its source): overrides win over the profile."""
+    if weights_gb is not None:
+        w_gb, w_src = float(weights_gb), weights_source or "override"
+        reasoning.append(f"weights {w_gb:.1f} GB from {w_src} (profile says {float(var['weights_gb']):.1f} GB)")
+    else:
+        w_gb, w_src = float(var["weights_gb"]), "profile"
+        w_key = "variants.%s.weights_gb" % var["name"]
+        reasoning.append(f"weights {w_gb:.1f} GB from the profile: {prof.source(w_key)}")
+    if kv_gb_per_mtok is not None:
+        kv, kv_src = float(kv_gb_per_mtok), "override"
+        reasoning.append(f"KV cache {kv:.1f} GB per 1M tokens (override)")
+    else:
+        kv, kv_src = float(prof.get("kv_gb_per_mtok")), "profile"
+        reasoning.append(f"KV cache {kv:.1f} GB per 1M tokens: {prof.source('kv_gb_per_mtok')}")
+    if w_gb <= 0 or kv <= 0:
+        raise PlanError(f"weights_gb and kv_gb_per_mtok must be > 0 (got {w_gb}, {kv})")
+    return w_gb, w_src, kv, kv_src
+
+
+def _mem_fraction(prof: Profile, requested: float | None, reasoning: list[str], warnings: list[str]) -> float:
+    """mem_fraction_static: a validated override, else the profile's."""
+    if requested is not None:
+        frac = float(requested)
+        if not 0.0 < frac < 1.0:
+            raise PlanError(f"mem_fraction_static must be between 0 and 1 (got {frac})")
+        reasoning.append(f"mem_fraction_static {frac} (override)")
+    else:
+        frac = float(prof.get("mem_fraction_static"))
+        reasoning.append(f"mem_fraction_static {frac}: {prof.source('mem_fraction_static')}")
+    if frac > 0.92:
+        warnings.append(f"mem_fraction_static {frac} leaves little room for activations and CUDA graphs")
+    return frac
+
+
+def _max_context(prof: Profile, hf_config: dict[str, Any] | None, reasoning: list[str]) -> int:
+    """The profile's maximum context, capped by config.json's max_position_embeddings if given."""
+    max_ctx = int(prof.get("max_context"))
+    cfg = hf_config or {}
+    cfg_ctx = cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings")
+    if cfg_ctx and int(cfg_ctx) < max_ctx:
+        reasoning.append(f"config.json max_position_embeddings {cfg_ctx} caps the profile's {max_ctx}")
+        max_ctx = int(cfg_ctx)
+    return max_ctx
+
+
+def _explain_memory(
+    layout: Layout, mem: Memory, mem_gb: float, frac: float, w_gb: float, shape: ModelShape, reasoning: list[str]
+) -> None:
+    """Reasoning lines for the memory split."""
+    reasoning.append(
+        f"memory per replica: {layout.gpus_per_replica} GPUs x {mem_gb:.2f} GB x {frac} = {mem.usable_gb:.1f} GB; "
+        f"- {w_gb:.1f} GB weights - {mem.reserve_gb:.1f} GB runtime reserve = {mem.kv_budget_gb:.1f} GB KV cache"
+    )
+    if mem.kv_replication > 1:
+        reasoning.append(
+            f"tp {layout.tp} > {shape.num_key_value_heads} KV heads: each KV head lives on "
+            f"{mem.kv_replication} ranks, KV costs {mem.kv_gb_per_mtok_effective:.0f} GB per 1M tokens"
+        )
+    reasoning.append(f"KV capacity {mem.max_total_tokens} tokens (max_total_tokens)")
+
+
+def make_plan(
+    *,
+    profile: str | Profile | None = None,
+    gpu_facts: dict[str, Any] | None = None,
+    gpus_per_node: int | None = None,
+    gpu_memory_gb: float | None = None,
+    nodes: int = 1,
+    variant: str | None = None,
+    weights_gb: float | None = None,
+    weights_source: str | None = None,
+    kv_gb_per_mtok: float | None = None,
+    mem_fraction_static: float | None = None,
+    tp_size: int | None = None,
+    ep_size: int | None = None,
+    dp_size: int | None = None,
+    pp_size: int | None = None,
+    context_length: int | None = None,
+    hf_config: dict[str, Any] | None = None,
+    model_id: str | None = None,
+    revision: str | None = None,
+    weights_root: str = DEFAULT_WEIGHTS_ROOT,
+    model_path: str | None = None,
+    served_model_name: str | None = None,
+    sglang_version: str = DEFAULT_SGLANG_VERSION,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    node_rank: int = 0,
+    dist_init_addr: str | None = None,
+    extra_args: list[str] | None = None,
+) -> Plan:
+    """Compute a :class:`Plan`; raise :class:`PlanError` when no valid plan exists.
+
+    ``gpu_facts`` is the dict from :func:`sgl_deploy.gpu_facts.gpu_facts`; explicit
+    ``gpus_per_node`` / ``gpu_memory_gb`` win over it. ``weights_gb`` (e.g. the hub
+    listing size) and ``kv_gb_per_mtok`` override the profile. ``hf_config`` (a
+    config.json mapping) overrides the profile's model shape and caps the context.
+    """
+    reasoning: list[str] = []
+    warnings: list[str] = []
+    prof = profile if isinstance(profile, Profile) else load_profile(profile or DEFAULT_PROFILE)
+    display = prof.get("display_name")
+    nnodes = int(nodes or 1)
+    if nnodes < 1:
+        raise PlanError(f"nodes must be >= 1 (got {nnodes})")
+    if not 0 <= int(node_rank) < nnodes:
+        raise PlanError(f"node_rank {node_rank} is outside 0..{nnodes - 1}")
+
+    # versions
+    min_ver = str(prof.get("min_sglang_version"))
+    if version_key(sglang_version) < version_key(min_ver):
+        raise PlanError(
+            f"{display} needs SGLang >= {min_ver} ({prof.source('min_sglang_version')}); got {sglang_version}",
+            [{"hint": f"sglang_version >= {min_ver} (toolkit default {DEFAULT_SGLANG_VERSION})"}],
+        )
+
+    # hardware and model
+    gpn, mem_gb, gpu_name, arch = _hardware(gpu_facts, gpus_per_node, gpu_memory_gb, reasoning, warnings)
+    var = _pick_variant(prof, variant, arch, warnings)
+    shape = _shape(prof, hf_config, reasoning)
+    reasoning.append(
+        f"profile {prof.name}, variant {var['name']}: {var['model_id']} ({var.get('dtype')}) "
+        f"for {', '.join(var.get('gpu_architectures') or [])} GPUs"
+    )
+    if arch is None and gpu_facts is None:
+        reasoning.append("no GPU facts: GPU architecture unknown, using the profile's default variant")
+
+    w_gb, w_src, kv, kv_src = _sizes(prof, var, weights_gb, weights_source, kv_gb_per_mtok, reasoning)
+    frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
+
+    ctx = _Ctx(
+        profile=prof, shape=shape, gpus_per_node=gpn, nnodes=nnodes, gpu_memory_gb=mem_gb,
+        mem_fraction=frac, weights_gb=w_gb, kv_gb_per_mtok=kv,
+        reserve_gb_per_gpu=float(prof.get("runtime_reserve_gb_per_gpu")),
+        min_kv_tokens=int(prof.get("min_kv_tokens")),
+    )
+    layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings)
+    mem = ctx.memory(layout)
+    _explain_memory(layout, mem, mem_gb, frac, w_gb, shape, reasoning)
+
+    max_ctx = _max_context(prof, hf_config, reasoning)
+    ctx_len = _context_length(context_length, max_ctx, mem.max_total_tokens, reasoning, warnings)
+
+    # multi-node
+    if nnodes > 1:
+        reasoning.append(
+            f"{nnodes} nodes: the same global --tp-size {layout.tp} on every node, --node-rank 0..{nnodes - 1}; "
+            "only rank 0 serves HTTP, probes target it"
+        )
+        if not dist_init_addr:
+            warnings.append(
+                "nnodes > 1 but dist_init_addr is not set: set it to <rank-0 address>:<port> on every node"
+            )
+
+    served = served_model_name or prof.get("served_model_name")
+    if ":" in str(served):
+        raise PlanError(f"served_model_name {served!r} contains ':' (SGLang reserves it for LoRA adapters)")
+    mid = model_id or var["model_id"]
+    rev = revision or var.get("revision") or "master"
+    path = model_path or f"{weights_root.rstrip('/')}/{mid.replace('/', '--')}/{rev}"
+    timeout = _readiness_timeout(prof, w_gb)
+    reasoning.append(f"readiness deadline {timeout} s from the load-time model: {prof.source('load_time')}")
+    other_variants = tuple(f"variants.{v}." for v in prof.get("variants") if v != var["name"])
+    unconfirmed = [u for u in prof.unconfirmed if not u.startswith(other_variants)]
+    if unconfirmed:
+        reasoning.append("profile numbers still unconfirmed: " + ", ".join(unconfirmed))
+
+    return Plan(
+        model_profile=prof.name,
+        model_id=mid,
+        model_revision=rev,
+        model_path=path,
+        served_model_name=str(served),
+        sglang_version=str(sglang_version),
+        gpus_per_node=gpn,
+        gpu_memory_gb=mem_gb,
+        nnodes=nnodes,
+        node_rank=int(node_rank),
+        dist_init_addr=dist_init_addr,
+        tp_size=layout.tp,
+        ep_size=layout.ep,
+        dp_size=layout.dp,
+        pp_size=layout.pp,
+        mem_fraction_static=frac,
+        context_length=ctx_len,
+        max_total_tokens=mem.max_total_tokens,
+        weights_gb=w_gb,
+        weights_source=w_src,
+        parsers={
+            "tool_call": list(prof.get("parsers.tool_call")),
+            "reasoning": list(prof.get("parsers.reasoning")),
+        },
+        readiness_timeout_s=timeout,
+        host=host,
+        port=int(port),
+        extra_args=[str(a) for a in (extra_args or [])],
+        reasoning=reasoning,
+        warnings=warnings,
+        architectures=list(prof.get("architectures") or []),
+        model_variant=var["name"],
+        model_dtype=var.get("dtype"),
+        gpu_name=gpu_name,
+        gpu_architecture=arch,
+        total_gpus=ctx.total_gpus,
+        layout_source=layout.source,
+        kv_gb_per_mtok=kv,
+        kv_source=kv_src,
+        kv_replication=mem.kv_replication,
+        usable_gb=round(mem.usable_gb, 3),
+        kv_budget_gb=round(mem.kv_budget_gb, 3),
+        max_context=max_ctx,
+        max_output=prof.get("max_output"),
+        min_sglang_version=min_ver,
+        vision=bool(prof.get("vision")),
+        sampling=dict(prof.get("sampling") or {}),
+        unconfirmed=unconfirmed,
+    )
+
+
+def _shortfall_error(ctx: _Ctx, layout: Layout, prefix: str = "") -> PlanError:
+    """PlanError naming the GB shortfall of ``layout`` and the alternatives that fit."""
+    mem = ctx.memory(layout)
+    need = ctx.needed_gb(layout)
+    short = need - mem.usable_gb
+    min_kv_gb = need - ctx.weights_gb - mem.reserve_gb
+    alts = suggest_alternatives(ctx)
+    hw = f"{ctx.gpus_per_node} x {ctx.gpu_memory_gb:.1f} GB GPUs" + (f" x {ctx.nnodes} nodes" if ctx.nnodes > 1 else "")
+    msg = (
+        f"{prefix}{ctx.profile.get('display_name')} does not fit on {hw} ({layout.describe()}): "
+        f"at mem_fraction_static {ctx.mem_fraction} they give {mem.usable_gb:.1f} GB for weights + KV cache, "
+        f"it needs {need:.1f} GB ({ctx.weights_gb:.1f} GB weights + {min_kv_gb:.1f} GB KV for "
+        f"{ctx.min_kv_tokens} tokens + {mem.reserve_gb:.1f} GB runtime reserve): short by {short:.1f} GB."
+    )
+    if alts:
+        msg += " Would work: " + "; ".join(a["hint"] for a in alts) + "."
+    return PlanError(msg, alts)
+
+
+def _valid_alternatives(ctx: _Ctx, limit: int = 4) -> list[dict[str, Any]]:
+    """The first ``limit`` valid, fitting layouts on the given hardware (for refused overrides)."""
+    out: list[dict[str, Any]] = []
+    for lay in candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
+        if not layout_problems(lay, ctx.shape, ctx.nnodes, ctx.total_gpus) and ctx.fits(lay):
+            flags = f"--tp-size {lay.tp} --ep-size {lay.ep}" + (f" --pp-size {lay.pp}" if lay.pp > 1 else "")
+            out.append(_alt(flags, ctx, lay))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _choose_layout(
+    ctx: _Ctx,
+    tp: int | None,
+    ep: int | None,
+    dp: int | None,
+    pp: int | None,
+    reasoning: list[str],
+    warnings: list[str],
+) -> Layout:
+    """The layout: overrides validated, else the first valid candidate that fits."""
+    total = ctx.total_gpus
+    if any(v is not None for v in (tp, pp, dp)):
+        dp_v = int(dp or 1)
+        pp_v = int(pp or 1)
+        if tp is None:
+            if total % (pp_v * dp_v):
+                raise PlanError(
+                    f"invalid override: pp_size {pp_v} x dp_size {dp_v} does not divide the {total} GPUs",
+                    _valid_alternatives(ctx),
+                )
+            tp_v = total // (pp_v * dp_v)
+        else:
+            tp_v = int(tp)
+        ep_v = int(ep) if ep is not None else (_recipe_ep(ctx.profile, tp_v, total, ctx.nnodes) or 1)
+        layout = Layout(tp=tp_v, ep=ep_v, dp=dp_v, pp=pp_v, source="override")
+    else:
+        layout = None
+        first_valid = None
+        for cand in candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
+            if ep is not None:
+                cand = replace(cand, ep=int(ep), source="override")
+            if layout_problems(cand, ctx.shape, ctx.nnodes, total):
+                continue
+            first_valid = first_valid or cand
+            if ctx.fits(cand):
+                layout = cand
+                break
+        if layout is None and first_valid is not None:
+            raise _shortfall_error(ctx, first_valid)
+        if layout is None:
+            base = candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes)
+            if ep is not None and base:
+                bad = replace(base[0], ep=int(ep))
+                problems = layout_problems(bad, ctx.shape, ctx.nnodes, total)
+                raise PlanError(
+                    f"invalid override: --ep-size {ep} with {bad.describe()}: " + "; ".join(problems),
+                    _valid_alternatives(ctx),
+                )
+            raise PlanError(
+                f"no valid tp/pp split of {total} GPUs for {ctx.profile.get('display_name')} "
+                f"({ctx.shape.num_attention_heads} attention heads, {ctx.shape.num_key_value_heads} KV heads, "
+                f"{ctx.shape.num_experts} experts)",
+                suggest_alternatives(ctx),
+            )
+    problems = layout_problems(layout, ctx.shape, ctx.nnodes, total)
+    if problems:
+        raise PlanError(
+            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(problems),
+            _valid_alternatives(ctx),
+        )
+    if not ctx.fits(layout):
+        raise _shortfall_error(ctx, layout, prefix="override: " if layout.source == "override" else "")
+    _explain_layout(ctx, layout, reasoning, warnings)
+    return layout
+
+
+def _explain_layout(ctx: _Ctx, layout: Layout, reasoning: list[str], warnings: list[str]) -> None:
+    """Reasoning lines for the chosen layout."""
+    total = ctx.total_gpus
+    recipe_counts = sorted(int(r["gpus"]) for r in ctx.profile.get("recipe_layouts") or [])
+    if layout.source == "recipe":
+        recipes = ctx.profile.get("recipe_layouts") or []
+        idx = next(i for i, r in enumerate(recipes) if int(r["gpus"]) == layout.gpus and int(r["tp"]) == layout.tp)
+        reasoning.append(
+            f"layout {layout.describe()}: recipe layout for {layout.gpus} GPUs "
+            f"({ctx.profile.source(f'recipe_layouts[{idx}]')})"
+        )
+    elif layout.source == "override":
+        reasoning.append(f"layout {layout.describe()}: override, validated against the model and SGLang rules")
+    else:
+        why = "all GPUs in one tensor-parallel group" if layout.pp == 1 else "tensor parallel inside, pipeline across"
+        reasoning.append(
+            f"layout {layout.describe()}: {why}; tp divides {ctx.shape.num_attention_heads} attention heads"
+        )
+        if ctx.nnodes == 1 and total not in recipe_counts:
+            reasoning.append(
+                f"{total} GPUs is not a recipe GPU count ({', '.join(map(str, recipe_counts))}): planned from the "
+                "memory and split rules alone"
+            )
+    if layout.gpus < total:
+        warnings.append(
+            f"layout uses {layout.gpus} of {total} GPUs (SGLang takes GPUs 0..{layout.gpus - 1} on each node; "
+            "set CUDA_VISIBLE_DEVICES to choose others)"
+        )
+    if layout.pp > 1:
+        warnings.append(
+            f"pipeline parallelism (pp {layout.pp}) for {ctx.profile.get('display_name')} is not verified in "
+            "SGLang's docs or recipes: check the launch on real hardware"
+        )
+    if ctx.nnodes > 1 and layout.pp == 1:
+        alt = Layout(tp=ctx.gpus_per_node, pp=ctx.nnodes)
+        if not layout_problems(alt, ctx.shape, ctx.nnodes, total):
+            alt_tokens = ctx.memory(alt).max_total_tokens
+            reasoning.append(
+                f"alternative: --tp-size {alt.tp} --pp-size {alt.pp} keeps tensor parallelism inside each node "
+                f"(KV capacity {alt_tokens} tokens)"
+            )
+
+
+def _context_length(
+    requested: int | None, max_ctx: int, capacity: int, reasoning: list[str], warnings: list[str]
+) -> int:
+    """context_length = min(model max, KV capacity), or a validated override."""
+    if requested is not None:
+        req = int(requested)
+        if req < 1:
+            raise PlanError(f"context_length must be >= 1 (got {req})")
+        if req > max_ctx:
+            raise PlanError(f"invalid override: context_length {req} exceeds the model's maximum {max_ctx}")
+        if req > capacity:
+            raise PlanError(
+                f"invalid override: context_length {req} exceeds the KV cache capacity of {capacity} tokens "
+                "(a single request that long could never be scheduled)"
+            )
+        reasoning.append(f"context_length {req} (override)")
+        return req
+    if capacity < max_ctx:
+        warnings.append(
+            f"context_length capped at the KV capacity {capacity} tokens (model maximum {max_ctx})"
+        )
+        reasoning.append(f"context_length {capacity}: KV capacity, below the model maximum {max_ctx}")
+        return capacity
+    reasoning.append(f"context_length {max_ctx}: the model maximum (KV capacity {capacity} tokens)")
+    return max_ctx
+
+
+def plan(**kwargs: Any) -> dict[str, Any]:
+    """:func:`make_plan` as a plain dict (the ``sglang_plan_result`` fact)."""
+    return plan_to_dict(make_plan(**kwargs))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def format_plan(p: dict[str, Any]) -> str:
+    """A readable table of the plan."""
+    rows = [
+        ("model", f"{p['model_id']}@{p['model_revision']} (profile {p['model_profile']}, {p['model_variant']})"),
+        ("model path", p["model_path"]),
+        ("served name", p["served_model_name"]),
+        ("hardware", f"{p['nnodes']} node(s) x {p['gpus_per_node']} x {p['gpu_memory_gb']:.2f} GB"
+         + (f" ({p['gpu_name']})" if p.get("gpu_name") else "")),
+        ("layout", f"tp {p['tp_size']}  ep {p['ep_size']}  dp {p['dp_size']}  pp {p['pp_size']}  "
+                   f"({p['layout_source']})"),
+        ("memory", f"usable {p['usable_gb']:.1f} GB, weights {p['weights_gb']:.1f} GB ({p['weights_source']}), "
+         f"KV {p['kv_budget_gb']:.1f} GB"),
+        ("mem fraction", str(p["mem_fraction_static"])),
+        ("KV capacity", f"{p['max_total_tokens']} tokens"),
+        ("context length", str(p["context_length"])),
+        ("parsers", f"tool {p['parsers']['tool_call']}, reasoning {p['parsers']['reasoning']}"),
+        ("readiness", f"{p['readiness_timeout_s']} s"),
+        ("sglang", p["sglang_version"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    if p.get("reasoning"):
+        lines.append("reasoning:")
+        lines += [f"  - {r}" for r in p["reasoning"]]
+    if p.get("warnings"):
+        lines.append("warnings:")
+        lines += [f"  ! {w}" for w in p["warnings"]]
+    return "\n".join(lines)
+
+
+def _load_facts(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.gpu_facts:
+        return json.loads(Path(args.gpu_facts).read_text(encoding="utf-8"))
+    if args.nvidia_smi_xml:
+        from sgl_deploy.gpu_facts import gpu_facts, load_text
+
+        return gpu_facts(load_text(args.nvidia_smi_xml), load_text(args.topo) if args.topo else None)
+    return None
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        facts = _load_facts(args)
+        if facts is None and (args.gpus is None or args.gpu_memory_gb is None):
+            raise PlanError("give --gpu-facts FILE, --nvidia-smi-xml FILE, or both --gpus N and --gpu-memory-gb M")
+        result = plan(
+            profile=args.profile,
+            gpu_facts=facts,
+            gpus_per_node=args.gpus,
+            gpu_memory_gb=args.gpu_memory_gb,
+            nodes=args.nodes,
+            variant=args.variant,
+            weights_gb=args.weights_gb,
+            kv_gb_per_mtok=args.kv_gb_per_mtok,
+            mem_fraction_static=args.mem_fraction_static,
+            tp_size=args.tp_size,
+            ep_size=args.ep_size,
+            dp_size=args.dp_size,
+            pp_size=args.pp_size,
+            context_length=args.context_length,
+            model_id=args.model_id,
+            revision=args.revision,
+            weights_root=args.weights_root,
+            served_model_name=args.served_model_name,
+            sglang_version=args.sglang_version,
+            host=args.host,
+            port=args.port,
+            node_rank=args.node_rank,
+            dist_init_addr=args.dist_init_addr,
+            extra_args=args.extra_arg,
+        )
+    except PlanError as exc:
+        print(f"sgl-deploy plan: {exc.message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(exc.to_dict(), indent=2))
+        return 2
+    except (ProfileError, OSError, ValueError) as exc:
+        print(f"sgl-deploy plan: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": str(exc), "alternatives": []}, indent=2))
+        return 2
+    print(json.dumps(result, indent=2) if args.json else format_plan(result))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``plan`` verb."""
+    p = subparsers.add_parser(
+        "plan",
+        help="plan tp/ep/dp/pp, memory, context and parsers for a model on given GPUs",
+        description="Compute the deployment plan (the sglang_plan_result fact). Exit 2 when the "
+        "model does not fit or an override is invalid; --json then prints {error, alternatives}.",
+    )
+    src = p.add_argument_group("GPUs (facts, or count and size)")
+    src.add_argument("--gpu-facts", metavar="FILE.json", help="JSON from `sgl-deploy gpu-facts --json`")
+    src.add_argument("--nvidia-smi-xml", metavar="FILE", help="nvidia-smi -q -x output (raw or capture)")
+    src.add_argument("--topo", metavar="FILE", help="nvidia-smi topo -m output (with --nvidia-smi-xml)")
+    src.add_argument("--gpus", type=int, metavar="N", help="GPUs per node (wins over the facts)")
+    src.add_argument("--gpu-memory-gb", type=float, metavar="M", help="GB (decimal) per GPU")
+    p.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help=f"model profile name or YAML path (default {DEFAULT_PROFILE})"
+    )
+    p.add_argument("--variant", help="profile variant (default: by GPU architecture)")
+    p.add_argument("--weights-gb", type=float, help="weights size in GB (e.g. the hub listing); overrides the profile")
+    p.add_argument("--kv-gb-per-mtok", type=float, help="KV cache GB per 1M tokens; overrides the profile")
+    p.add_argument("--mem-fraction-static", type=float)
+    p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    p.add_argument("--tp-size", type=int)
+    p.add_argument("--ep-size", type=int)
+    p.add_argument("--dp-size", type=int)
+    p.add_argument("--pp-size", type=int)
+    p.add_argument("--context-length", type=int)
+    p.add_argument("--model-id")
+    p.add_argument("--revision")
+    p.add_argument("--weights-root", default=DEFAULT_WEIGHTS_ROOT)
+    p.add_argument("--served-model-name")
+    p.add_argument("--sglang-version", default=DEFAULT_SGLANG_VERSION)
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--dist-init-addr", help="host:port of node rank 0 (multi-node)")
+    p.add_argument("--extra-arg", action="append", default=[], metavar="ARG", help="extra SGLang argument (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_cmd_plan)

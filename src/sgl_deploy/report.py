@@ -1,0 +1,180 @@
+"""Probe reports: JSON, JUnit XML, a text table and a PNG latency plot.
+
+The report is a plain dict (see ``build_report``) so it round-trips through JSON:
+
+    {"base_url", "model", "started_at", "duration_s", "passed": bool,
+     "probes": [{"name", "status": "pass|fail|skip", "latency_s", "ttft_s",
+                 "tokens_per_s", "detail", "data": {...}}],
+     "requests": [{"probe", "start_s", "latency_s", "ok"}],   # one per HTTP request
+     "error": "..."}                                           # only when no probe could run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+
+def build_report(
+    *,
+    base_url: str,
+    model: str | None,
+    started_at: datetime,
+    duration_s: float,
+    probes: list[dict],
+    requests: list[dict],
+    error: str | None = None,
+) -> dict:
+    passed = error is None and bool(probes) and all(p["status"] != "fail" for p in probes)
+    result = {
+        "base_url": base_url,
+        "model": model,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "duration_s": round(duration_s, 3),
+        "passed": passed,
+        "probes": probes,
+        "requests": requests,
+    }
+    if error:
+        result["error"] = error
+    return result
+
+
+def failed_probes(report: dict) -> list[str]:
+    return [p["name"] for p in report.get("probes", []) if p["status"] == "fail"]
+
+
+def _ensure_dir(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+
+
+def write_json(report: dict, path: str) -> None:
+    _ensure_dir(path)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, default=str)
+        fh.write("\n")
+
+
+def _fmt_s(value) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def _fmt_rate(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_table(report: dict, detail_width: int = 100) -> str:
+    """The human table: probe, result, latency, TTFT, tokens/s, detail."""
+    rows = [("probe", "result", "latency", "TTFT", "tok/s", "detail")]
+    for p in report.get("probes", []):
+        detail = " ".join(str(p.get("detail") or "").split())
+        if len(detail) > detail_width:
+            detail = detail[: detail_width - 1] + "…"
+        rows.append((
+            p["name"], p["status"].upper(), _fmt_s(p.get("latency_s")), _fmt_s(p.get("ttft_s")),
+            _fmt_rate(p.get("tokens_per_s")), detail,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+    summary = "PASSED" if report.get("passed") else "FAILED"
+    failed = failed_probes(report)
+    if failed:
+        summary += f" (failed: {', '.join(failed)})"
+    if report.get("error"):
+        summary += f" ({report['error']})"
+    lines.append(
+        f"{summary}: {report.get('base_url')} model={report.get('model')} "
+        f"in {report.get('duration_s', 0):.1f}s"
+    )
+    return "\n".join(lines)
+
+
+def junit_xml(report: dict, suite_name: str = "sgl-deploy probe") -> str:
+    probes = report.get("probes", [])
+    suite = ET.Element(
+        "testsuite",
+        name=suite_name,
+        tests=str(len(probes) or 1),
+        failures=str(sum(p["status"] == "fail" for p in probes) + (1 if report.get("error") else 0)),
+        skipped=str(sum(p["status"] == "skip" for p in probes)),
+        errors="0",
+        time=f"{report.get('duration_s', 0):.3f}",
+        timestamp=str(report.get("started_at", "")),
+    )
+    props = ET.SubElement(suite, "properties")
+    for key in ("base_url", "model"):
+        ET.SubElement(props, "property", name=key, value=str(report.get(key)))
+    classname = f"probe.{report.get('base_url')}"
+    if report.get("error"):
+        case = ET.SubElement(suite, "testcase", classname=classname, name="contact", time="0")
+        ET.SubElement(case, "failure", message=report["error"]).text = report["error"]
+    for p in probes:
+        case = ET.SubElement(
+            suite, "testcase", classname=classname, name=p["name"],
+            time=f"{p.get('latency_s') or 0:.3f}",
+        )
+        if p["status"] == "fail":
+            ET.SubElement(case, "failure", message=p.get("detail") or "failed").text = p.get("detail")
+        elif p["status"] == "skip":
+            ET.SubElement(case, "skipped", message=p.get("detail") or "skipped")
+        else:
+            ET.SubElement(case, "system-out").text = p.get("detail") or ""
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(report: dict, path: str) -> None:
+    _ensure_dir(path)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(junit_xml(report))
+
+
+def write_plot(report: dict, path: str) -> bool:
+    """Latency of every request of the run against its start time, one colour per probe.
+    Returns False (and writes nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    requests = report.get("requests") or []
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    probes = list(dict.fromkeys(r["probe"] for r in requests))
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(probes):
+        pts = [r for r in requests if r["probe"] == name]
+        ok = [r for r in pts if r["ok"]]
+        bad = [r for r in pts if not r["ok"]]
+        if ok:
+            ax.scatter([r["start_s"] for r in ok], [r["latency_s"] for r in ok],
+                       color=cmap(i % 10), label=name, s=28)
+        if bad:
+            ax.scatter([r["start_s"] for r in bad], [r["latency_s"] for r in bad],
+                       color=cmap(i % 10), marker="x", s=40,
+                       label=f"{name} (failed)")
+    ax.set_xlabel("request start (s since probe start)")
+    ax.set_ylabel("latency (s)")
+    status = "PASSED" if report.get("passed") else "FAILED"
+    ax.set_title(f"sgl-deploy probe {status}: {report.get('model')} @ {report.get('base_url')}",
+                 fontsize=10)
+    if probes:
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no requests", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    _ensure_dir(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return True

@@ -1,0 +1,1 @@
+../../roles/model_weights/files/sgl_weights.py

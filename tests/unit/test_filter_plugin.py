@@ -1,0 +1,133 @@
+"""The Ansible filter plugin (plugins/filter/sgl_deploy.py): direct calls and one real ansible run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = REPO / "plugins" / "filter" / "sgl_deploy.py"
+FIX = REPO / "tests" / "fixtures" / "gpu"
+ANSIBLE = REPO / ".venv" / "bin" / "ansible"
+
+AnsibleFilterError = pytest.importorskip("ansible.errors").AnsibleFilterError
+
+
+def load_filters() -> dict:
+    spec = importlib.util.spec_from_file_location("sgl_deploy_filter_plugin", PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()
+
+
+F = load_filters()
+
+
+def xml(profile: str) -> str:
+    return (FIX / profile / "nvidia-smi-q-x.txt").read_text()
+
+
+def topo(profile: str) -> str:
+    return (FIX / profile / "topo.txt").read_text()
+
+
+def test_filter_names():
+    assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_needs_fabric_manager", "sgl_plan",
+                      "sgl_server_argv", "sgl_systemd_quote"}
+
+
+def test_gpu_facts_and_preflight():
+    facts = F["sgl_gpu_facts"](xml("h100-80gb-x4"), topo("h100-80gb-x4"))
+    assert facts["gpu_count"] == 4 and facts["all_nvlink"] is True
+    assert F["sgl_needs_fabric_manager"](facts) is True
+    assert F["sgl_preflight_problems"](facts, {"require_fabric_manager": True}) == []
+    old = F["sgl_gpu_facts"](xml("h100-80gb-x4-old-driver"))
+    problems = F["sgl_preflight_problems"](old)
+    assert problems[0]["check"] == "driver" and "535.183.01" in problems[0]["found"]
+    with pytest.raises(AnsibleFilterError, match="sgl_gpu_facts"):
+        F["sgl_gpu_facts"]("nvidia-smi: command not found")
+
+
+def test_plan_argv_quote_chain():
+    facts = F["sgl_gpu_facts"](xml("h100-80gb-x8"), topo("h100-80gb-x8"))
+    p = F["sgl_plan"](facts, profile="minimax-m2.5", weights_gb=None)  # None options are ignored
+    assert (p["tp_size"], p["ep_size"]) == (8, 8)
+    argv = F["sgl_server_argv"](p, {"tool_call": "minimax-m2", "reasoning": "minimax-append-think"},
+                                config_file="/etc/sglang/minimax-m2.5.yaml")
+    assert argv[argv.index("--tool-call-parser") + 1] == "minimax-m2"
+    assert argv[argv.index("--config") + 1] == "/etc/sglang/minimax-m2.5.yaml"
+    line = F["sgl_systemd_quote"](argv)
+    assert "--tp-size 8 --ep-size 8" in line
+    assert F["sgl_systemd_quote"]("100%") == "100%%"
+
+
+def test_plan_without_facts_and_errors():
+    p = F["sgl_plan"](None, gpus_per_node=4, gpu_memory_gb=96, weights_gb=220, kv_gb_per_mtok=240)
+    assert 380_000 <= p["max_total_tokens"] <= 470_000
+    with pytest.raises(AnsibleFilterError, match="short by"):
+        F["sgl_plan"](None, gpus_per_node=2, gpu_memory_gb=80, weights_gb=220, kv_gb_per_mtok=240)
+    with pytest.raises(AnsibleFilterError, match="available"):
+        F["sgl_plan"](None, profile="nope", gpus_per_node=4, gpu_memory_gb=80)
+    with pytest.raises(AnsibleFilterError, match="unexpected keyword"):
+        F["sgl_plan"](None, gpus=4)
+
+
+def test_server_argv_refuses_secret_extra_args():
+    p = F["sgl_plan"](None, gpus_per_node=4, gpu_memory_gb=96, weights_gb=220, kv_gb_per_mtok=240,
+                      extra_args=["--api-key", "x"])
+    with pytest.raises(AnsibleFilterError, match="secret"):
+        F["sgl_server_argv"](p, tool_call_parser="minimax-m3", reasoning_parser="minimax-m3")
+
+
+def test_plugin_imports_from_checkout_when_package_missing(tmp_path):
+    # a fake `sgl_deploy` earlier on sys.path that fails to import simulates "not installed"
+    fake = tmp_path / "sgl_deploy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('simulated: sgl_deploy not installed')\n")
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('p', {str(PLUGIN)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import sgl_deploy; print(sgl_deploy.__file__)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(REPO / "src" / "sgl_deploy" / "__init__.py")
+
+
+def _ansible_debug(expr: str) -> dict:
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+    res = subprocess.run(
+        [str(ANSIBLE), "localhost", "-i", "localhost,", "-c", "local", "-m", "ansible.builtin.debug",
+         "-a", f"msg={{{{ {expr} }}}}"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=180,
+    )
+    start = res.stdout.find("{")
+    assert start >= 0, res.stdout + res.stderr
+    data = json.loads(res.stdout[start:])
+    return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_real_ansible_loads_filters_via_ansible_cfg():
+    if not ANSIBLE.exists():
+        pytest.skip("ansible not installed in .venv")
+    expr = (
+        "lookup('file', 'tests/fixtures/gpu/h100-80gb-x4/nvidia-smi-q-x.txt') | sgl_gpu_facts"
+        " | sgl_plan(profile='minimax-m2.5')"
+        " | sgl_server_argv({'tool_call': 'minimax-m2', 'reasoning': 'minimax-append-think'})"
+        " | sgl_systemd_quote"
+    )
+    host = _ansible_debug(expr)
+    assert not host.get("failed"), host
+    line = host["msg"]
+    assert line.startswith("--model-path /srv/models/MiniMaxAI--MiniMax-M2.5/master ")
+    assert "--tp-size 4 " in line and "--reasoning-parser minimax-append-think" in line
+    assert "--ep-size" not in line
