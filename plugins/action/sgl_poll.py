@@ -184,7 +184,6 @@ def job_summary(status: dict) -> dict | None:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("command", "interval", "timeout", "async_jid", "label", "max_errors", "quiet"))
-    _requires_connection = True
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}

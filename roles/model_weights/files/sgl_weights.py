@@ -182,17 +182,22 @@ def free_bytes(path: Path) -> tuple[Path, int]:
     return where, st.f_bavail * st.f_frsize
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 = state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def proc_start(pid: int) -> str | None:
     """Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
 
 
 def pid_alive(pid: int | None, start: str | None = None) -> bool:
-    """Is ``pid`` running (and, when ``start`` is known, still the same process)?"""
+    """Is ``pid`` running (not a zombie, and, when ``start`` is known, still the same process)?"""
     if not pid:
         return False
     try:
@@ -201,7 +206,10 @@ def pid_alive(pid: int | None, start: str | None = None) -> bool:
         return False
     except PermissionError:
         pass
-    return start is None or proc_start(pid) in (None, start)
+    fields = _proc_stat(pid)
+    if fields is None:  # no /proc: trust kill(0)
+        return True
+    return fields[0] not in ("Z", "X") and (start is None or fields[19] == start)
 
 
 # ---------------------------------------------------------------------------
@@ -792,7 +800,6 @@ def fetch(args) -> dict:
 
 
 def _fetch_locked(args, weights_dir: Path, prog: Progress, status: dict) -> dict:
-    remove_marker(weights_dir)  # stale or for another manifest: never leave it while changing files
     try:
         listing = get_listing(args)
     except WeightsError as exc:
@@ -806,6 +813,7 @@ def _fetch_locked(args, weights_dir: Path, prog: Progress, status: dict) -> dict
     if not space["space_ok"]:
         raise WeightsError(EXIT_DISK, space["space_msg"], **space)
     only = trusted_subset(weights_dir, listing)
+    remove_marker(weights_dir)  # from here on files change: never leave a marker behind
     prog.start(listing["files"], endpoint=listing["endpoint"])
     if only != []:
         run_client(args, weights_dir, listing, only)
@@ -818,9 +826,11 @@ def _fetch_locked(args, weights_dir: Path, prog: Progress, status: dict) -> dict
     manifest = build_manifest(listing, weights_dir)
     write_complete(weights_dir, manifest)
     elapsed = time.time() - prog.base["started"]
+    scope = ("every file through the client" if only is None
+             else f"{len(only)} fetched, {manifest['file_count'] - len(only)} kept from the previous manifest")
     msg = (
         f"{fmt_bytes(manifest['total_bytes'])} in {manifest['file_count']} files from {listing['endpoint']} "
-        f"({fmt_duration(elapsed)}; {len(only) if only is not None else 'all'} fetched/checked by the client)"
+        f"({fmt_duration(elapsed)}; {scope})"
     )
     prog.write(state="done", msg=msg, bytes_done=manifest["total_bytes"], bytes_total=manifest["total_bytes"],
                files_done=manifest["file_count"], files_total=manifest["file_count"], eta_s=0)
@@ -1098,18 +1108,13 @@ class HubServer(http.server.ThreadingHTTPServer):
         return True
 
     def send_body(self, handler: HubHandler, f, entry: RepoEntry, start: int, length: int) -> int:
-        """Copy ``length`` bytes of ``f`` to the client; return how many went out."""
-        sent = 0
+        """Copy ``length`` bytes of ``f`` (positioned at ``start``) to the client with sendfile(2);
+        return how many went out."""
         try:
-            while sent < length:
-                block = f.read(min(1 << 20, length - sent))
-                if not block:
-                    break
-                handler.wfile.write(block)
-                sent += len(block)
+            return handler.connection.sendfile(f, start, length)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
-        return sent
+            return max(0, f.tell() - start)
 
     def log_access(self, record: dict) -> None:
         with self._log_lock:
