@@ -734,8 +734,7 @@ class ProbeRunner:
 
         try:
             response = self.get("/health", key=None)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout,
-                httpx.UnsupportedProtocol, httpx.RemoteProtocolError, httpx.PoolTimeout) as exc:
+        except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, DNS, timeout, not HTTP
             raise Unreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
         self.health_status = response.status_code
 

@@ -96,11 +96,11 @@ def format_table(report: dict, detail_width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def junit_xml(report: dict, suite_name: str = "sgl-deploy probe") -> str:
+def junit_xml(report: dict) -> str:
     probes = report.get("probes", [])
     suite = ET.Element(
         "testsuite",
-        name=suite_name,
+        name=f"sgl-deploy probe {report.get('base_url')}",
         tests=str(len(probes) or 1),
         failures=str(sum(p["status"] == "fail" for p in probes) + (1 if report.get("error") else 0)),
         skipped=str(sum(p["status"] == "skip" for p in probes)),
@@ -111,7 +111,7 @@ def junit_xml(report: dict, suite_name: str = "sgl-deploy probe") -> str:
     props = ET.SubElement(suite, "properties")
     for key in ("base_url", "model"):
         ET.SubElement(props, "property", name=key, value=str(report.get(key)))
-    classname = f"probe.{report.get('base_url')}"
+    classname = "sgl_deploy.probe"
     if report.get("error"):
         case = ET.SubElement(suite, "testcase", classname=classname, name="contact", time="0")
         ET.SubElement(case, "failure", message=report["error"]).text = report["error"]

@@ -1,0 +1,808 @@
+#!/usr/bin/env python3
+"""sgl-lab-engine (NOT SGLang): a test-only stand-in for an SGLang server on GPU-less lab hosts.
+
+It is started by the same systemd unit with the same argv as ``python -m sglang.launch_server``
+would be, from the host's real SGLang venv, and it:
+
+* validates argv with SGLang's own ``prepare_server_args`` (``--config`` YAML included): bad
+  argv exits 2 with argparse's message, as SGLang does; it also refuses what SGLang refuses
+  later at launch (ep not dividing tp, ...);
+* simulates weight loading (port closed, SGLang-like log lines), then binds, answers ``/health``
+  503 during warmup and 200 after;
+* serves SGLang's HTTP surface for probes (``/health``, ``/health_generate``, ``/ready``,
+  ``/v1/models``, ``/model_info``, ``/metrics``, ``/v1/chat/completions``) with SGLang's auth
+  middleware rules, and never ``/server_info``;
+* answers with *scripted model text* in the model family's real MiniMax wire format (see
+  ``lab_script.py``), passed through SGLang's real reasoning and tool-call parsers the way
+  ``serving_chat.py`` uses them, so the wire format is SGLang's.
+
+Environment knobs (all optional):
+  SGL_LAB_LOAD_SECONDS    simulated weight-load time (default 3)
+  SGL_LAB_WARMUP_SECONDS  /health 503 window after binding (default 1)
+  SGL_LAB_EXIT_AT_START   exit with this code right after argv parsing
+  SGL_LAB_TOKEN_DELAY_MS  delay between streamed chunks (default 5)
+  SGL_LAB_FAULT           comma list: slow-start (load x10), hang-load (never finishes loading),
+                          crash-after-load (exit 1 like a CUDA OOM), never-ready (/health stays
+                          503), stream-stall (streams send headers, then nothing)
+"""
+
+import asyncio
+import ctypes
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import uuid
+
+ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+if ENGINE_DIR not in sys.path:
+    sys.path.insert(0, ENGINE_DIR)
+
+import lab_script  # noqa: E402  (sibling module, stdlib only)
+from lab_script import ENGINE_NAME  # noqa: E402
+
+# Exempt from the API key, as in sglang/srt/utils/auth.py.
+AUTH_EXEMPT_PREFIXES = ("/health", "/ready", "/metrics")
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"[{stamp}] [{ENGINE_NAME}] {message}", flush=True)
+
+
+def set_process_title() -> None:
+    """``comm`` (ps -o comm, journal's process name) = sgl-lab-engine."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, b"sgl-lab-engine", 0, 0, 0)  # PR_SET_NAME
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def faults() -> set[str]:
+    return {f.strip() for f in os.environ.get("SGL_LAB_FAULT", "").split(",") if f.strip()}
+
+
+# --------------------------------------------------------------------------- argv
+
+
+def parse_argv(argv: list[str]):
+    """Parse with SGLang's real parser; argparse errors exit 2 by themselves."""
+    import warnings
+
+    # sglang's environ.py calls every SGL_* variable a deprecated alias of SGLANG_*; ours
+    # (SGL_LAB_*) are not sglang's, so keep that warning out of the journal.
+    warnings.filterwarnings("ignore", message=r"Environment variable SGL_LAB_")
+    from sglang.srt.server_args import prepare_server_args
+
+    return prepare_server_args(argv)
+
+
+def launch_errors(args) -> list[str]:
+    """What SGLang refuses after parsing (resolve/launch), checked here without a GPU."""
+    errors = []
+    tp, ep, pp = args.tp_size, getattr(args, "ep_size", 1) or 1, getattr(args, "pp_size", 1) or 1
+    nnodes = getattr(args, "nnodes", 1) or 1
+    dp = getattr(args, "dp_size", 1) or 1
+    if ep > 1 and tp % ep != 0:
+        errors.append(
+            f"tp_size ({tp}) must be a multiple of ep_size ({ep}): SGLang requires "
+            f"tp_size == moe_ep_size * moe_tp_size (runtime_context.py)"
+        )
+    if (tp * pp) % nnodes != 0:
+        errors.append("tp_size must be divisible by number of nodes")
+    if dp > 1 and nnodes != 1:
+        errors.append("dp_size > 1 across nodes is not supported: use attention DP (--attn-dp-size)")
+    name = args.served_model_name
+    if name and ":" in str(name) and name != args.model_path:
+        errors.append(
+            f"--served-model-name {name!r} must not contain ':' (reserved for model:lora-adapter)"
+        )
+    return errors
+
+
+# --------------------------------------------------------------------------- state
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.requests_total = 0
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.ttft = [0] * (len(TTFT_BUCKETS) + 1)
+        self.ttft_sum = 0.0
+        self.e2e = [0] * (len(E2E_BUCKETS) + 1)
+        self.e2e_sum = 0.0
+        self.started = time.monotonic()
+
+    @staticmethod
+    def _observe(counts, buckets, value):
+        for i, bound in enumerate(buckets):
+            if value <= bound:
+                counts[i] += 1
+                return
+        counts[-1] += 1
+
+    def begin(self) -> None:
+        with self.lock:
+            self.running += 1
+
+    def end(self, prompt: int, completion: int, ttft: float, e2e: float) -> None:
+        with self.lock:
+            self.running -= 1
+            self.requests_total += 1
+            self.prompt_tokens_total += prompt
+            self.generation_tokens_total += completion
+            self._observe(self.ttft, TTFT_BUCKETS, ttft)
+            self.ttft_sum += ttft
+            self._observe(self.e2e, E2E_BUCKETS, e2e)
+            self.e2e_sum += e2e
+
+    def render(self, model_name: str, max_total_tokens: int) -> str:
+        label = f'model_name="{model_name}"'
+        lines = []
+
+        def metric(name, kind, help_text, samples):
+            lines.append(f"# HELP sglang:{name} {help_text}")
+            lines.append(f"# TYPE sglang:{name} {kind}")
+            lines.extend(samples)
+
+        def hist(name, help_text, counts, buckets, total):
+            samples, acc = [], 0
+            for bound, count in zip(list(buckets) + ["+Inf"], counts):
+                acc += count
+                samples.append(f'sglang:{name}_bucket{{{label},le="{bound}"}} {float(acc)}')
+            samples.append(f"sglang:{name}_sum{{{label}}} {total}")
+            samples.append(f"sglang:{name}_count{{{label}}} {float(acc)}")
+            metric(name, "histogram", help_text, samples)
+
+        with self.lock:
+            uptime = max(time.monotonic() - self.started, 1e-6)
+            used = min(self.running * 256, max_total_tokens)
+            metric("num_running_reqs", "gauge", "The number of running requests.",
+                   [f"sglang:num_running_reqs{{{label}}} {float(self.running)}"])
+            metric("num_queue_reqs", "gauge", "The number of requests in the waiting queue.",
+                   [f"sglang:num_queue_reqs{{{label}}} 0.0"])
+            metric("token_usage", "gauge", "The token usage.",
+                   [f"sglang:token_usage{{{label}}} {used / max(max_total_tokens, 1):.6f}"])
+            metric("gen_throughput", "gauge", "The generation throughput (token/s).",
+                   [f"sglang:gen_throughput{{{label}}} {self.generation_tokens_total / uptime:.3f}"])
+            metric("max_total_num_tokens", "gauge", "Maximum total number of tokens in the KV pool.",
+                   [f"sglang:max_total_num_tokens{{{label}}} {float(max_total_tokens)}"])
+            metric("prompt_tokens_total", "counter", "Number of prefill tokens processed.",
+                   [f"sglang:prompt_tokens_total{{{label}}} {float(self.prompt_tokens_total)}"])
+            metric("generation_tokens_total", "counter", "Number of generation tokens processed.",
+                   [f"sglang:generation_tokens_total{{{label}}} {float(self.generation_tokens_total)}"])
+            metric("num_requests_total", "counter", "Number of requests processed.",
+                   [f"sglang:num_requests_total{{{label}}} {float(self.requests_total)}"])
+            hist("time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                 self.ttft, TTFT_BUCKETS, self.ttft_sum)
+            hist("e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds",
+                 self.e2e, E2E_BUCKETS, self.e2e_sum)
+        lines.append("# sgl-lab-engine (NOT SGLang) simulated metrics")
+        return "\n".join(lines) + "\n"
+
+
+class Engine:
+    """Everything a request handler needs, decided once at start."""
+
+    def __init__(self, args, config: dict):
+        self.args = args
+        self.config = config
+        self.family = lab_script.model_family(config)
+        self.model_path = args.model_path
+        self.served_model_name = args.served_model_name or args.model_path
+        self.api_key = args.api_key
+        auto = lab_script.AUTO_PARSERS[self.family]
+        self.reasoning_parser = args.reasoning_parser
+        if self.reasoning_parser == "auto":
+            self.reasoning_parser = auto["reasoning_parser"]
+        self.tool_call_parser = args.tool_call_parser
+        if self.tool_call_parser == "auto":
+            self.tool_call_parser = auto["tool_call_parser"]
+        self.context_len = int(args.context_length or lab_script.context_length(config, self.family))
+        self.multimodal = lab_script.has_image_understanding(config) and (
+            getattr(args, "enable_multimodal", None) is not False
+        ) and not getattr(args, "language_only", False)
+        self.enable_metrics = bool(args.enable_metrics)
+        self.max_total_tokens = 412345
+        self.token_delay = env_float("SGL_LAB_TOKEN_DELAY_MS", 5.0) / 1000.0
+        self.ready = False
+        self.faults = faults()
+        self.metrics = Metrics()
+
+    # ---- info endpoints
+
+    def model_card(self) -> dict:
+        return {
+            "id": self.served_model_name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": ENGINE_NAME,
+            "root": self.served_model_name,
+            "parent": None,
+            "max_model_len": self.context_len,
+        }
+
+    def model_info(self) -> dict:
+        return {
+            "model_path": self.model_path,
+            "served_model_name": self.served_model_name,
+            "tokenizer_path": self.args.tokenizer_path or self.model_path,
+            "is_generation": True,
+            "preferred_sampling_params": None,
+            "weight_version": getattr(self.args, "weight_version", "default"),
+            "load_format": getattr(self.args, "load_format", "auto"),
+            "reasoning_parser": self.reasoning_parser,
+            "tool_call_parser": self.tool_call_parser,
+            "disaggregation_mode": getattr(self.args, "disaggregation_mode", "null"),
+            "has_image_understanding": self.multimodal,
+            "has_audio_understanding": False,
+            "model_type": self.config.get("model_type"),
+            "architectures": self.config.get("architectures"),
+            "engine": ENGINE_NAME,
+        }
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def error_body(message: str, code: int = 400, err_type: str = "BadRequestError") -> dict:
+    """SGLang's ErrorResponse shape."""
+    return {"object": "error", "message": message, "type": err_type, "param": None, "code": code}
+
+
+class ChatRun:
+    """One chat completion: scripted text through SGLang's real parsers."""
+
+    def __init__(self, engine: Engine, body: dict, request):
+        from sglang.srt.entrypoints.openai.protocol import Tool
+
+        self.engine = engine
+        self.body = body
+        self.request = request
+        self.id = uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = request.model
+        self.tools_raw = body.get("tools") or None
+        self.tools = [Tool.model_validate(t) for t in self.tools_raw] if self.tools_raw else []
+        kwargs = dict(request.chat_template_kwargs or {})
+        thinking = body.get("thinking")
+        effort = body.get("reasoning_effort")
+        mode = kwargs.get("thinking_mode")
+        if mode is None and isinstance(thinking, dict):
+            mode = thinking.get("type")
+        if mode is None and effort in ("none", "minimal"):
+            mode = "disabled"
+        self.thinking_mode = mode
+        messages = body.get("messages") or []
+        reply = lab_script.script_reply(
+            engine.family, messages, self.tools_raw, body.get("tool_choice"), mode
+        )
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        self.tokens, self.finish = lab_script.limit_tokens(
+            lab_script.tokenize(reply.text), max_tokens, bool(body.get("ignore_eos"))
+        )
+        self.prompt_tokens = lab_script.prompt_tokens(messages, self.tools_raw)
+        self.completion_tokens = len(self.tokens)
+
+    # ---- parser construction, as serving_chat.py does it
+
+    def tool_parsing_active(self) -> bool:
+        from sglang.srt.function_call.function_call_parser import FunctionCallParser
+
+        parser = self.engine.tool_call_parser
+        if not parser:
+            return False
+        if not self.tools:
+            detector = FunctionCallParser.ToolCallParserEnum.get(parser)
+            return bool(detector and detector.parses_without_tools())
+        return self.request.tool_choice != "none"
+
+    def force_reasoning(self) -> bool:
+        # M2 templates open <think> in the generation prompt; M3 prefills <mm:think> only for
+        # thinking_mode=enabled (serving_chat._get_reasoning_from_request).
+        if self.engine.family == lab_script.FAMILY_M2:
+            return True
+        return self.engine.reasoning_parser == "minimax-m3" and self.thinking_mode == "enabled"
+
+    def reasoning_parser(self, stream: bool):
+        from sglang.srt.parser.reasoning_parser import ReasoningParser
+
+        if not (self.engine.reasoning_parser and self.request.separate_reasoning):
+            return None
+        return ReasoningParser(
+            model_type=self.engine.reasoning_parser,
+            stream_reasoning=self.request.stream_reasoning if stream else False,
+            force_reasoning=self.force_reasoning(),
+            request=self.request,
+            tool_call_parser_active=self.tool_parsing_active(),
+        )
+
+    def function_parser(self):
+        from sglang.srt.function_call.function_call_parser import FunctionCallParser
+
+        return FunctionCallParser(self.tools, self.engine.tool_call_parser)
+
+    @staticmethod
+    def call_id() -> str:
+        return f"call_{uuid.uuid4().hex[:24]}"
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens_details": None,
+            "reasoning_tokens": 0,
+        }
+
+    # ---- non-streaming (serving_chat._build_chat_response / _process_tool_calls)
+
+    def complete(self) -> dict:
+        from sglang.srt.entrypoints.openai.protocol import (
+            ChatCompletionResponse,
+            ChatCompletionResponseChoice,
+            ChatMessage,
+            FunctionResponse,
+            ToolCall,
+            UsageInfo,
+        )
+
+        text = "".join(self.tokens)
+        finish = self.finish
+        reasoning_text = None
+        parser = self.reasoning_parser(stream=False)
+        if parser is not None:
+            reasoning_text, text = parser.parse_non_stream(text)
+        tool_calls = None
+        if self.tool_parsing_active():
+            fparser = self.function_parser()
+            if fparser.has_tool_call(text):
+                text, calls = fparser.parse_non_stream(text)
+                if calls:
+                    tool_calls = [
+                        ToolCall(
+                            id=self.call_id(),
+                            index=i,
+                            function=FunctionResponse(name=c.name, arguments=c.parameters),
+                        )
+                        for i, c in enumerate(calls)
+                    ]
+                    if finish == "stop":
+                        finish = "tool_calls"
+        response = ChatCompletionResponse(
+            id=self.id,
+            created=self.created,
+            model=self.model,
+            choices=[
+                ChatCompletionResponseChoice(
+                    index=0,
+                    message=ChatMessage(
+                        role="assistant",
+                        content=text if text else "",
+                        tool_calls=tool_calls,
+                        reasoning_content=reasoning_text or None,
+                    ),
+                    finish_reason=finish,
+                    matched_stop=None,
+                )
+            ],
+            usage=UsageInfo(**self.usage()),
+        )
+        return json.loads(response.model_dump_json())
+
+    # ---- streaming (serving_chat._generate_chat_stream / _generate_stream_content)
+
+    async def stream(self):
+        from sglang.srt.entrypoints.openai.protocol import (
+            ChatCompletionResponseStreamChoice,
+            ChatCompletionStreamResponse,
+            DeltaMessage,
+            FunctionResponse,
+            ToolCall,
+            UsageInfo,
+        )
+        from sglang.srt.entrypoints.openai.sse_utils import build_sse_content
+
+        if "stream-stall" in self.engine.faults:
+            while True:  # headers are out; never a chunk (tests the client's timeout)
+                await asyncio.sleep(3600)
+
+        def chunk(delta: DeltaMessage) -> str:
+            resp = ChatCompletionStreamResponse(
+                id=self.id,
+                created=self.created,
+                model=self.model,
+                choices=[ChatCompletionResponseStreamChoice(index=0, delta=delta)],
+            )
+            return f"data: {resp.model_dump_json()}\n\n"
+
+        rparser = self.reasoning_parser(stream=True)
+        tool_active = self.tool_parsing_active()
+        fparser = self.function_parser() if tool_active else None
+        has_tool_calls = False
+
+        yield build_sse_content(
+            chunk_id=self.id, created=self.created, model=self.model, index=0,
+            role="assistant", content="",
+        )
+        last = len(self.tokens) - 1
+        for i, delta in enumerate(self.tokens):
+            await asyncio.sleep(self.engine.token_delay)
+            final = i == last
+            if rparser is not None:
+                reasoning_text, delta = rparser.parse_stream_chunk(delta)
+                if final:
+                    end_reasoning, end_normal = rparser.parse_stream_end()
+                    if end_reasoning:
+                        reasoning_text = (reasoning_text or "") + end_reasoning
+                    if end_normal:
+                        delta = (delta or "") + end_normal
+                if reasoning_text:
+                    yield build_sse_content(
+                        chunk_id=self.id, created=self.created, model=self.model, index=0,
+                        reasoning_content=reasoning_text,
+                    )
+            if fparser is not None:
+                normal, calls = fparser.parse_stream_chunk(delta or "")
+                if final:
+                    end_text, end_calls = fparser.parse_stream_end()
+                    normal = (normal or "") + end_text
+                    calls = list(calls) + list(end_calls)
+                if normal:
+                    yield chunk(DeltaMessage(content=normal))
+                for call in calls:
+                    has_tool_calls = True
+                    yield chunk(
+                        DeltaMessage(
+                            tool_calls=[
+                                ToolCall(
+                                    id=self.call_id() if call.name else None,
+                                    index=call.tool_index,
+                                    function=FunctionResponse(
+                                        name=call.name or None, arguments=call.parameters
+                                    ),
+                                )
+                            ]
+                        )
+                    )
+                if final:
+                    rest = self._unstreamed_args(fparser)
+                    if rest is not None:
+                        yield chunk(DeltaMessage(tool_calls=[rest]))
+            elif delta:
+                yield build_sse_content(
+                    chunk_id=self.id, created=self.created, model=self.model, index=0,
+                    content=delta,
+                )
+        finish = self.finish
+        if has_tool_calls and finish == "stop":
+            finish = "tool_calls"
+        yield build_sse_content(
+            chunk_id=self.id, created=self.created, model=self.model, index=0,
+            finish_reason=finish,
+        )
+        options = self.body.get("stream_options") or {}
+        if options.get("include_usage"):
+            usage_chunk = ChatCompletionStreamResponse(
+                id=self.id, created=self.created, model=self.model, choices=[],
+                usage=UsageInfo(**self.usage()),
+            )
+            yield f"data: {usage_chunk.model_dump_json()}\n\n"
+        yield "data: [DONE]\n\n"
+
+    @staticmethod
+    def _unstreamed_args(fparser):
+        """serving_chat._check_for_unstreamed_tool_args."""
+        from sglang.srt.entrypoints.openai.protocol import FunctionResponse, ToolCall
+
+        detector = fparser.detector
+        prev = getattr(detector, "prev_tool_call_arr", None)
+        streamed = getattr(detector, "streamed_args_for_tool", None)
+        if not prev or not streamed:
+            return None
+        index = len(prev) - 1
+        if index < 0 or index >= len(streamed):
+            return None
+        expected = prev[index].get("arguments", {})
+        expected = expected if isinstance(expected, str) else json.dumps(expected, ensure_ascii=False)
+        actual = streamed[index]
+        rest = expected[len(actual):] if expected.startswith(actual) else ""
+        if not rest:
+            return None
+        return ToolCall(id=None, index=index, function=FunctionResponse(name=None, arguments=rest))
+
+
+# --------------------------------------------------------------------------- HTTP app
+
+
+def build_app(engine: Engine, warmup_seconds: float = 0.0):
+    import contextlib
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from pydantic import ValidationError
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        async def finish_warmup():
+            await asyncio.sleep(warmup_seconds)
+            if "never-ready" in engine.faults:
+                log("fault never-ready: warmup never finishes, /health stays 503")
+                return
+            engine.ready = True
+            log("The server is fired up and ready to roll!")
+
+        task = asyncio.get_running_loop().create_task(finish_warmup())
+        yield
+        engine.ready = False  # shutting down: /health 503, like SGLang's gracefully_exit
+        task.cancel()
+
+    app = FastAPI(title=ENGINE_NAME, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+
+    @app.middleware("http")
+    async def auth_and_log(request: Request, call_next):
+        start = time.monotonic()
+        path = request.url.path
+        client = request.client.host if request.client else "-"
+        if (
+            engine.api_key
+            and request.method != "OPTIONS"
+            and not path.startswith(AUTH_EXEMPT_PREFIXES)
+        ):
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            ok = scheme.lower() == "bearer" and secrets.compare_digest(
+                token.encode(), engine.api_key.encode()
+            )
+            if not ok:
+                log(f'{client} "{request.method} {path}" 401 {time.monotonic() - start:.3f}s')
+                return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        response = await call_next(request)
+        log(f'{client} "{request.method} {path}" {response.status_code} {time.monotonic() - start:.3f}s')
+        return response
+
+    def health_status() -> Response:
+        return Response(status_code=200 if engine.ready else 503)
+
+    @app.get("/health")
+    async def health():
+        return health_status()
+
+    @app.get("/health_generate")
+    async def health_generate():
+        return health_status()
+
+    @app.get("/ready")
+    async def ready():
+        return health_status()
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [engine.model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str):
+        if name != engine.served_model_name:
+            return JSONResponse(
+                {"error": {"message": f"The model '{name}' does not exist", "type": "invalid_request_error",
+                           "param": "model", "code": "model_not_found"}},
+                status_code=404,
+            )
+        return engine.model_card()
+
+    @app.get("/model_info")
+    async def model_info():
+        return engine.model_info()
+
+    @app.get("/get_model_info")
+    async def get_model_info():
+        log("Endpoint '/get_model_info' is deprecated; use '/model_info'")
+        return engine.model_info()
+
+    @app.api_route("/server_info", methods=["GET", "POST"])
+    @app.api_route("/get_server_info", methods=["GET", "POST"])
+    async def server_info():
+        # Real SGLang echoes the API key here; the lab engine refuses to have it at all.
+        return JSONResponse(
+            {"error": f"{ENGINE_NAME} has no /server_info: it echoes the API key in SGLang; "
+                      "probes must never call it"},
+            status_code=404,
+        )
+
+    @app.get("/metrics")
+    async def metrics():
+        if not engine.enable_metrics:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return PlainTextResponse(
+            engine.metrics.render(engine.served_model_name, engine.max_total_tokens),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
+
+        media = request.headers.get("content-type", "").lower().split(";", 1)[0].strip()
+        if media != "application/json":
+            return JSONResponse(
+                error_body("Unsupported Media Type: Only 'application/json' is allowed"),
+                status_code=400,
+            )
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return JSONResponse(error_body(f"Invalid JSON body: {exc}"), status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse(error_body("The request body must be a JSON object"), status_code=400)
+        try:
+            parsed = ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            return JSONResponse(error_body(str(exc).splitlines()[0] + ": " + "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+            )), status_code=400)
+        problem = validate_chat(engine, body)
+        if problem:
+            return JSONResponse(error_body(problem), status_code=400)
+        try:
+            run = await asyncio.to_thread(ChatRun, engine, body, parsed)
+        except (ValueError, OSError) as exc:  # e.g. an image that cannot be loaded
+            return JSONResponse(error_body(f"Failed to process the request: {exc}"), status_code=400)
+        start = time.monotonic()
+        engine.metrics.begin()
+        if not parsed.stream:
+            try:
+                await asyncio.sleep(engine.token_delay * len(run.tokens))
+                result = run.complete()
+            finally:
+                elapsed = time.monotonic() - start
+                engine.metrics.end(run.prompt_tokens, run.completion_tokens, elapsed, elapsed)
+            return JSONResponse(result)
+
+        async def generate():
+            first = None
+            try:
+                async for piece in run.stream():
+                    if first is None:
+                        first = time.monotonic() - start
+                    yield piece
+            finally:
+                elapsed = time.monotonic() - start
+                engine.metrics.end(run.prompt_tokens, run.completion_tokens, first or elapsed, elapsed)
+
+        return StreamingResponse(generate(), media_type="text/event-stream")
+
+    return app
+
+
+def validate_chat(engine: Engine, body: dict) -> str | None:
+    """The request checks of serving_chat._validate_request that matter here."""
+    messages = body.get("messages") or []
+    if not messages:
+        return "Messages cannot be empty."
+    if engine.config.get("model_type") == "minimax_m3_vl":
+        error = lab_script.tool_call_pairing_error(messages)
+        if error:
+            return error
+    if not engine.multimodal:
+        media = lab_script.media_part_type(messages)
+        if media:
+            return f"Model only supports text input; received unsupported content type '{media}'."
+    tool_choice = body.get("tool_choice")
+    if tool_choice == "required" and not body.get("tools"):
+        return "Tools cannot be empty if tool choice is set to required."
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_out and max_out > engine.context_len:
+        return (
+            f"max_completion_tokens is too large: {max_out}."
+            f"This model supports at most {engine.context_len} completion tokens."
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def simulate_load(engine: Engine, load_seconds: float) -> None:
+    archs = engine.config.get("architectures") or ["?"]
+    shards = lab_script.count_shards(engine.model_path) or 4
+    log(f"Load weight begin. avail mem=79.10 GB (simulated; {ENGINE_NAME} loads nothing)")
+    if "hang-load" in engine.faults:
+        log("fault hang-load: weight loading never finishes")
+        while True:
+            time.sleep(3600)
+    steps = max(shards, 1)
+    for k in range(steps + 1):
+        pct = int(100 * k / steps)
+        print(f"Loading safetensors checkpoint shards: {pct:3d}% Completed | {k}/{steps} "
+              f"[{ENGINE_NAME}]", flush=True)
+        if k < steps:
+            time.sleep(load_seconds / steps)
+    log(f"Load weight end. type={archs[0]}, dtype=torch.bfloat16, avail mem=20.00 GB, "
+        f"mem usage=59.10 GB (simulated)")
+    if "crash-after-load" in engine.faults:
+        log("fault crash-after-load: torch.OutOfMemoryError: CUDA out of memory (simulated)")
+        sys.exit(1)
+    log(f"KV Cache is allocated. #tokens: {engine.max_total_tokens}, K size: 10.00 GB, "
+        f"V size: 10.00 GB (simulated)")
+
+
+def preload_modules() -> None:
+    """Import what requests use before binding, so the first request is not slow."""
+    import fastapi  # noqa: F401
+    import uvicorn  # noqa: F401
+    from sglang.srt.entrypoints.openai import protocol, sse_utils  # noqa: F401
+    from sglang.srt.function_call import function_call_parser  # noqa: F401
+    from sglang.srt.parser import reasoning_parser  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log(f"starting: this is the test-only lab engine, {ENGINE_NAME}; argv checked with SGLang's parser")
+    args = parse_argv(argv)  # argparse errors: exit 2
+
+    exit_code = os.environ.get("SGL_LAB_EXIT_AT_START")
+    if exit_code:
+        log(f"SGL_LAB_EXIT_AT_START={exit_code}: exiting right after argv parsing")
+        return int(exit_code)
+
+    errors = launch_errors(args)
+    if errors:
+        for error in errors:
+            log(f"ERROR: {error}")
+        return 1
+    try:
+        config = lab_script.read_model_config(args.model_path)
+        engine = Engine(args, config)
+    except lab_script.LabModelError as exc:
+        log(f"ERROR: {exc}")
+        return 1
+    log(
+        f"model={engine.model_path} family={engine.family} served_model_name={engine.served_model_name} "
+        f"reasoning_parser={engine.reasoning_parser} tool_call_parser={engine.tool_call_parser} "
+        f"tp_size={args.tp_size} ep_size={args.ep_size} context_len={engine.context_len} "
+        f"api_key={'set' if engine.api_key else 'unset'} metrics={engine.enable_metrics}"
+    )
+
+    if getattr(args, "node_rank", 0):
+        log(f"node_rank={args.node_rank}: only rank 0 serves HTTP (as in SGLang); idling")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while True:
+            time.sleep(3600)
+
+    preload_modules()
+    load_seconds = env_float("SGL_LAB_LOAD_SECONDS", 3.0)
+    if "slow-start" in engine.faults:
+        load_seconds *= 10
+    simulate_load(engine, load_seconds)
+
+    import uvicorn
+
+    warmup = env_float("SGL_LAB_WARMUP_SECONDS", 1.0)
+    app = build_app(engine, warmup)
+    log(f"Uvicorn binding http://{args.host}:{args.port} (warmup {warmup:.1f}s: /health 503 until ready)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_keep_alive=5)
+    log("shut down")
+    return 0
+
+
+if __name__ == "__main__":
+    set_process_title()
+    sys.exit(main())

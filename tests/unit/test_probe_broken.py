@@ -1,0 +1,162 @@
+"""The probe runner against deliberately broken OpenAI-compatible servers: each fault must
+fail exactly the probe(s) that look at the broken behaviour, and nothing may hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fixtures"))
+from broken_servers import FakeServer, free_port  # noqa: E402
+
+from sgl_deploy import cli  # noqa: E402
+from sgl_deploy.probe import PROBES  # noqa: E402
+
+API_KEY = "test-key-5f3a"
+
+
+def run_cli(tmp_path, base_url, *extra, env_key=True, monkeypatch=None):
+    report = tmp_path / "report.json"
+    junit = tmp_path / "junit.xml"
+    argv = ["probe", "--base-url", base_url, "--report-json", str(report), "--junit", str(junit),
+            "--quiet", "--concurrency", "4", *extra]
+    if env_key and monkeypatch is not None:
+        monkeypatch.setenv("SGL_API_KEY", API_KEY)
+    code = cli.main(argv)
+    data = json.loads(report.read_text()) if report.exists() else None
+    return code, data, junit
+
+
+def failed(report) -> set[str]:
+    return {p["name"] for p in report["probes"] if p["status"] == "fail"}
+
+
+def test_healthy_fake_passes_everything(tmp_path, monkeypatch, capsys):
+    with FakeServer(api_key=API_KEY) as server:
+        code, report, junit = run_cli(tmp_path, server.base_url, monkeypatch=monkeypatch)
+    out = capsys.readouterr()
+    assert code == 0, out.out
+    assert [p["name"] for p in report["probes"]] == list(PROBES)
+    assert all(p["status"] == "pass" for p in report["probes"]), out.out
+    assert report["passed"] is True
+    # never /server_info, never the key in anything printed or written
+    assert not any("server_info" in path for _, path in server.requests)
+    assert API_KEY not in out.out + out.err
+    assert API_KEY not in (tmp_path / "report.json").read_text()
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == str(len(PROBES)) and suite.get("failures") == "0"
+
+
+@pytest.mark.parametrize(
+    "fault, expected",
+    [
+        ("bad-tool-json", {"tools"}),
+        ("think-leak", {"reasoning"}),
+        ("no-auth", {"auth"}),
+    ],
+)
+def test_fault_fails_exactly_its_probe(tmp_path, monkeypatch, fault, expected):
+    with FakeServer(faults=[fault], api_key=API_KEY) as server:
+        code, report, junit = run_cli(tmp_path, server.base_url, monkeypatch=monkeypatch)
+    assert code == 1
+    assert failed(report) == expected
+    assert report["passed"] is False
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+    for name in expected:
+        assert cases[name].find("failure") is not None
+
+
+def test_bad_tool_json_detail_names_the_problem(tmp_path, monkeypatch):
+    with FakeServer(faults=["bad-tool-json"], api_key=API_KEY) as server:
+        _, report, _ = run_cli(tmp_path, server.base_url, "--only", "tools", monkeypatch=monkeypatch)
+    tools = report["probes"][0]
+    assert tools["status"] == "fail"
+    assert "not valid JSON" in tools["detail"]
+
+
+def test_think_leak_detail_names_the_tags(tmp_path, monkeypatch):
+    with FakeServer(faults=["think-leak"], api_key=API_KEY) as server:
+        _, report, _ = run_cli(tmp_path, server.base_url, "--only", "reasoning", monkeypatch=monkeypatch)
+    assert "reasoning_content is empty" in report["probes"][0]["detail"]
+
+
+def test_stalled_stream_fails_by_timeout_not_hang(tmp_path, monkeypatch):
+    with FakeServer(faults=["stream-stall"], api_key=API_KEY) as server:
+        start = time.monotonic()
+        code, report, _ = run_cli(tmp_path, server.base_url, "--timeout", "2", monkeypatch=monkeypatch)
+        elapsed = time.monotonic() - start
+    assert code == 1
+    # the tools probe streams a tool call too, so it fails with streaming
+    assert failed(report) == {"streaming", "tools"}
+    streaming = next(p for p in report["probes"] if p["name"] == "streaming")
+    assert "Timeout" in streaming["detail"]
+    assert elapsed < 20, f"runner took {elapsed:.1f}s: it waited on the stalled stream"
+
+
+def test_unreachable_endpoint_exits_3(tmp_path, monkeypatch, capsys):
+    port = free_port()  # nothing listens there
+    code, report, junit = run_cli(tmp_path, f"http://127.0.0.1:{port}", monkeypatch=monkeypatch)
+    assert code == 3
+    assert report["passed"] is False and report["probes"] == []
+    assert "unreachable" in report["error"]
+    assert "unreachable" in capsys.readouterr().err
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+
+
+def test_no_key_skips_auth_and_fails_the_rest_with_401(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGL_API_KEY", raising=False)
+    with FakeServer(api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "models,auth",
+                                  env_key=False, monkeypatch=monkeypatch)
+    assert code == 1
+    statuses = {p["name"]: p for p in report["probes"]}
+    assert statuses["auth"]["status"] == "skip"
+    assert statuses["models"]["status"] == "fail" and "401" in statuses["models"]["detail"]
+
+
+def test_api_key_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGL_API_KEY", raising=False)
+    key_file = tmp_path / "key"
+    key_file.write_text(API_KEY + "\n")
+    with FakeServer(api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "models,auth",
+                                  "--api-key-file", str(key_file), env_key=False)
+    assert code == 0
+    assert {p["status"] for p in report["probes"]} == {"pass"}
+
+
+@pytest.mark.parametrize("argv", [
+    ["probe", "--base-url", "http://127.0.0.1:1", "--only", "chat,nonsense"],
+    ["probe", "--base-url", "http://127.0.0.1:1", "--only", "bench"],
+    ["probe", "--base-url", "127.0.0.1:1"],
+    ["probe", "--base-url", "http://127.0.0.1:1", "--api-key-file", "/nonexistent/key"],
+])
+def test_usage_errors_exit_2(argv, capsys):
+    assert cli.main(argv) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_argparse_errors_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["probe"])  # --base-url missing
+    assert exc.value.code == 2
+
+
+def test_silent_endpoint_exits_3_by_timeout(tmp_path, monkeypatch):
+    """A port that accepts connections but never answers: timeout on first contact = exit 3."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accept()ed: connect succeeds, no byte ever comes back
+        port = listener.getsockname()[1]
+        start = time.monotonic()
+        code, report, _ = run_cli(tmp_path, f"http://127.0.0.1:{port}", "--timeout", "1",
+                                  monkeypatch=monkeypatch)
+        assert time.monotonic() - start < 10
+    assert code == 3 and "ReadTimeout" in report["error"]
