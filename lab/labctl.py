@@ -12,6 +12,11 @@ The inventory is the source of truth: every host with ``lab_gpu_profile`` set is
     labctl.py status [-i ...]
     labctl.py reset  -i ... --hosts a                            recreate from the base root
     labctl.py base                                               build the cached base root
+    labctl.py hub-up | hub-down                                  the lab's ModelScope-protocol hub
+
+`up` also starts the hub (lab/hub/server.py on 10.77.0.1:18080, access log in
+/var/lib/sgl-lab/hub/access.log) serving generated repos SglLab/MiniMax-M3-Lab and
+SglLab/MiniMax-M2.5-Lab; `down --all` stops it.
 
 Host variables read from the inventory:
     ansible_host          address on 10.77.0.0/24 (required)
@@ -307,6 +312,61 @@ def all_known_hosts() -> list[str]:
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
+# ---------------------------------------------------------------- hub
+
+HUB_DIR = STATE / "hub"
+HUB_PORT = int(os.environ.get("SGL_LAB_HUB_PORT", "18080"))
+
+
+def sglang_python() -> str:
+    """The python with `tokenizers` (the SGLang venv) to generate the model repos."""
+    for cand in (os.environ.get("SGL_SGLANG_PYTHON"), REPO / ".venv-sglang/bin/python"):
+        if cand and Path(cand).exists():
+            return str(cand)
+    sys.exit("labctl: no SGLang venv to generate the lab model repos (make setup)")
+
+
+def hub_up() -> None:
+    pidfile = HUB_DIR / "hub.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        if port_open(BRIDGE_ADDR.split("/")[0], HUB_PORT):
+            log(f"hub: already running (pid {pid})")
+            return
+    except (OSError, ValueError):
+        pass
+    HUB_DIR.mkdir(parents=True, exist_ok=True)
+    root = HUB_DIR / "repos"
+    if not (root / "SglLab/MiniMax-M3-Lab/config.json").exists():
+        log("hub: generating the lab model repos")
+        run([sglang_python(), str(REPO / "lab/hub/make_repo.py"), "--root", str(root), "--model", "all"],
+            stdout=subprocess.DEVNULL)
+    logf = open(HUB_DIR / "hub.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "lab/hub/server.py"), "--root", str(root), "--host", BRIDGE_ADDR.split("/")[0],
+         "--port", str(HUB_PORT), "--access-log", str(HUB_DIR / "access.log")],
+        stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    pidfile.write_text(str(proc.pid))
+    for _ in range(50):
+        if port_open(BRIDGE_ADDR.split("/")[0], HUB_PORT):
+            log(f"hub: serving on http://{BRIDGE_ADDR.split('/')[0]}:{HUB_PORT} (pid {proc.pid})")
+            return
+        time.sleep(0.2)
+    sys.exit(f"labctl: hub did not start, see {HUB_DIR / 'hub.log'}")
+
+
+def hub_down() -> None:
+    pidfile = HUB_DIR / "hub.pid"
+    try:
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        log("hub: stopped")
+    except (OSError, ValueError):
+        pass
+    pidfile.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -322,13 +382,18 @@ def cmd_up(args) -> None:
         boot(name, hv)
     for name, hv in hosts.items():
         wait_ready(name, hv)
+    if not args.no_hub:
+        hub_up()
 
 
 def cmd_down(args) -> None:
     names = all_known_hosts() if args.all else list(load_hosts(args.inventory, args.hosts))
     for name in names:
         stop(name)
+    if args.all:
+        hub_down()
     if not all_known_hosts():
+        hub_down()
         drop_network()
 
 
@@ -352,15 +417,17 @@ def cmd_status(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["up", "down", "status", "reset", "base"])
+    p.add_argument("command", choices=["up", "down", "status", "reset", "base", "hub-up", "hub-down"])
     p.add_argument("-i", "--inventory", type=Path, default=REPO / "inventory/lab/hosts.yml")
     p.add_argument("--hosts", type=lambda s: [h for h in s.split(",") if h], default=None)
-    p.add_argument("--all", action="store_true", help="down: every lab host, whatever the inventory")
+    p.add_argument("--all", action="store_true", help="down: every lab host, whatever the inventory, and the hub")
+    p.add_argument("--no-hub", action="store_true", help="up: do not start the hub")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("labctl: needs root (systemd-nspawn, bridge)")
     {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset,
-     "base": lambda a: build_base()}[args.command](args)
+     "base": lambda a: build_base(), "hub-up": lambda a: (ensure_network(), hub_up()),
+     "hub-down": lambda a: hub_down()}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Lab tests: real systemd hosts (systemd-nspawn) driven by the real playbooks over SSH.
+
+Run by `make test` (scripts/test.sh sets SGL_LAB=1); skipped otherwise. Needs root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LAB_INVENTORY = REPO / "inventory/lab/hosts.yml"
+KEY = "/var/lib/sgl-lab/ssh/id_ed25519"
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SGL_LAB") == "1":
+        return
+    skip = pytest.mark.skip(reason="lab test: set SGL_LAB=1 (make test does)")
+    for item in items:
+        if "tests/lab/" in str(item.fspath):
+            item.add_marker(skip)
+
+
+def labctl(*args: str) -> str:
+    out = subprocess.run([str(BIN / "python"), str(REPO / "lab/labctl.py"), *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.rc = proc.returncode
+        self.out = proc.stdout + proc.stderr
+        self.recap = {}
+        for host, ok, changed, unreachable, failed in RECAP.findall(proc.stdout):
+            prev = self.recap.get(host, {"changed": 0, "failed": 0, "unreachable": 0})
+            self.recap[host] = {  # several plays/playbooks: add the recaps up
+                "changed": prev["changed"] + int(changed),
+                "failed": prev["failed"] + int(failed),
+                "unreachable": prev["unreachable"] + int(unreachable),
+            }
+
+    def changed(self, host: str) -> int:
+        return self.recap[host]["changed"]
+
+
+def playbook(*args: str, inventory: Path | str = LAB_INVENTORY, env: dict | None = None, timeout: int = 1500) -> Run:
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory), *args]
+    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return Run(proc)
+
+
+def ssh(addr: str, command: str, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["ssh", "-q", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", f"root@{addr}", command],
+        capture_output=True, text=True, timeout=120,
+    )
+    if check and proc.returncode:
+        raise AssertionError(f"ssh {addr} {command!r}: rc {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def inventory_copy(tmp: Path, host_vars: dict[str, dict] | None = None) -> Path:
+    """A copy of the lab inventory with extra host_vars (what a user's inventory edit does)."""
+    dest = tmp / "inventory"
+    shutil.copytree(LAB_INVENTORY.parent, dest)
+    for host, values in (host_vars or {}).items():
+        (dest / "host_vars").mkdir(exist_ok=True)
+        (dest / "host_vars" / f"{host}.yml").write_text(json.dumps(values))
+    return dest / "hosts.yml"
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab hosts of inventory/lab (and the hub) are up."""
+    labctl("up", "-i", str(LAB_INVENTORY))
+    return {"lab1": "10.77.0.11", "lab2": "10.77.0.12"}
+
+
+@pytest.fixture(scope="session")
+def site(lab):
+    """site.yml has converged on the lab once."""
+    run = playbook("site.yml")
+    assert run.rc == 0, run.out[-6000:]
+    return run
