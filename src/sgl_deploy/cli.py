@@ -17,6 +17,7 @@ VERB_MODULES = (
     "sgl_deploy.planner",
     "sgl_deploy.weights",
     "sgl_deploy.probe",
+    "sgl_deploy.report",
     "sgl_deploy.redeploy",
 )
 

@@ -588,8 +588,12 @@ class ProbeRunner:
         bench_num_prompts: int = 16,
         bench_tokenizer: str | None = None,
         log: Callable[[str], None] | None = None,
+        router: bool = False,
     ):
         self.base_url = base_url.rstrip("/")
+        # Target is an sglang-router: it serves /v1/models without checking the key (upstream
+        # behaviour), so the auth probe checks the generation endpoints only there.
+        self.router = router
         self.api_key = api_key
         self.model = model
         self.timeout = timeout
@@ -982,14 +986,16 @@ class ProbeRunner:
             return ProbeResult("auth", "skip", detail="no API key configured (--api-key/--api-key-file/SGL_API_KEY)")
         start = time.monotonic()
         wrong = "wrong-" + os.urandom(6).hex()
-        checks = {
-            "GET /v1/models without key": lambda: self.get("/v1/models", key=None),
-            "GET /v1/models with a wrong key": lambda: self.get("/v1/models", key=wrong),
-            "POST /v1/chat/completions without key": lambda: self.http.post(
-                self.base_url + "/v1/chat/completions",
-                json={"model": self.model, "messages": self._messages("hi"), "max_tokens": 1},
-            ),
-        }
+        chat_body = {"model": self.model, "messages": self._messages("hi"), "max_tokens": 1}
+        checks = {}
+        if not self.router:
+            checks["GET /v1/models without key"] = lambda: self.get("/v1/models", key=None)
+            checks["GET /v1/models with a wrong key"] = lambda: self.get("/v1/models", key=wrong)
+        checks["POST /v1/chat/completions without key"] = lambda: self.http.post(
+            self.base_url + "/v1/chat/completions", json=chat_body)
+        checks["POST /v1/chat/completions with a wrong key"] = lambda: self.http.post(
+            self.base_url + "/v1/chat/completions", json=chat_body,
+            headers={"Authorization": f"Bearer {wrong}"})
         statuses = {}
         for label, call in checks.items():
             statuses[label] = call().status_code
@@ -998,8 +1004,9 @@ class ProbeRunner:
         if bad:
             detail = "; ".join(f"{k} -> {v} (want 401)" for k, v in bad.items())
             return ProbeResult("auth", "fail", latency_s=latency, detail=detail, data={"statuses": statuses})
+        note = " (router: /v1/models is open upstream, not checked)" if self.router else ""
         return ProbeResult("auth", "pass", latency_s=latency,
-                           detail=f"{len(statuses)} unauthenticated requests got 401",
+                           detail=f"{len(statuses)} unauthenticated requests got 401{note}",
                            data={"statuses": statuses})
 
     def probe_concurrency(self) -> ProbeResult:
@@ -1200,6 +1207,8 @@ def register(subparsers) -> None:
     key.add_argument("--api-key", help="API key (prefer --api-key-file or env SGL_API_KEY)")
     key.add_argument("--api-key-file", help="file holding the API key")
     p.add_argument("--model", help="served model name (default: first id of /v1/models)")
+    p.add_argument("--router", action="store_true",
+                   help="the target is an sglang-router (auth: its /v1/models is open upstream)")
     p.add_argument("--only", help=f"comma list of probes to run ({','.join(PROBES + OPTIONAL_PROBES)})")
     p.add_argument("--skip", help="comma list of probes to skip")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
@@ -1245,6 +1254,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         vision=args.vision, image_url=args.image_url, concurrency=args.concurrency,
         max_tokens=args.max_tokens, bench_python=args.bench_python,
         bench_num_prompts=args.bench_num_prompts, bench_tokenizer=args.bench_tokenizer, log=log,
+        router=args.router,
     )
     try:
         result = runner.run(selected)

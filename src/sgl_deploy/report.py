@@ -178,3 +178,56 @@ def write_plot(report: dict, path: str) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+# --------------------------------------------------------------------------- `sgl-deploy report`
+
+
+def latest_run_dir(root: str) -> str | None:
+    """The newest run folder (<root>/<UTC stamp>/) holding at least one <target>/report.json."""
+    if not os.path.isdir(root):
+        return None
+    runs = sorted(
+        (d for d in os.listdir(root)
+         if os.path.isdir(os.path.join(root, d))
+         and any(os.path.isfile(os.path.join(root, d, t, "report.json"))
+                 for t in os.listdir(os.path.join(root, d)))),
+        reverse=True,
+    )
+    return os.path.join(root, runs[0]) if runs else None
+
+
+def summarize_run(run_dir: str) -> tuple[str, bool]:
+    """Text of every target's table in a run folder, and whether all of them passed."""
+    parts, ok = [], True
+    targets = sorted(t for t in os.listdir(run_dir) if os.path.isfile(os.path.join(run_dir, t, "report.json")))
+    for target in targets:
+        with open(os.path.join(run_dir, target, "report.json"), encoding="utf-8") as fh:
+            report = json.load(fh)
+        ok = ok and bool(report.get("passed"))
+        parts.append(f"== {target} ==\n{format_table(report)}")
+    if not targets:
+        return f"no report.json under {run_dir}", False
+    verdict = "ALL PASSED" if ok else "SOME FAILED"
+    parts.append(f"{verdict}: {len(targets)} endpoint(s), reports in {run_dir}")
+    return "\n\n".join(parts), ok
+
+
+def _cmd_report(args) -> int:
+    run_dir = args.run_dir or latest_run_dir(args.reports)
+    if not run_dir or not os.path.isdir(run_dir):
+        print(f"sgl-deploy report: no probe run under {args.reports} (run site.yml or playbooks/probe.yml first)")
+        return 2
+    text, ok = summarize_run(run_dir)
+    print(text)
+    return 0 if ok else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="print the probe tables of a run (default: the newest under reports/)",
+        description="Print every endpoint's probe table from a probes run folder; exit 0 only if all passed.",
+    )
+    p.add_argument("run_dir", nargs="?", help="a run folder (reports/<UTC stamp>); default: the newest")
+    p.add_argument("--reports", default="reports", help="root of the probe reports (default: reports)")
+    p.set_defaults(func=_cmd_report)

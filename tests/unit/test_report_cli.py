@@ -1,0 +1,36 @@
+"""`sgl-deploy report`: newest run folder, per-endpoint tables, exit status from the reports."""
+
+import json
+import os
+
+from sgl_deploy.cli import main
+from sgl_deploy.report import latest_run_dir
+
+
+def _write(root, stamp, target, passed):
+    d = root / stamp / target
+    d.mkdir(parents=True)
+    probes = [{"name": "chat", "status": "pass" if passed else "fail", "latency_s": 0.5,
+               "ttft_s": None, "tokens_per_s": None, "detail": "ok" if passed else "empty answer"}]
+    (d / "report.json").write_text(json.dumps(
+        {"base_url": f"http://{target}:8000", "model": "MiniMax-M3", "passed": passed,
+         "duration_s": 1.0, "probes": probes}))
+
+
+def test_newest_run_is_picked_and_failures_set_exit_1(tmp_path, capsys):
+    _write(tmp_path, "20261128T100000Z", "lab1", True)
+    _write(tmp_path, "20261128T110000Z", "lab1", True)
+    _write(tmp_path, "20261128T110000Z", "lab2", False)
+    os.makedirs(tmp_path / "20261128T120000Z" / "empty")  # no report: not a run
+    assert latest_run_dir(str(tmp_path)).endswith("20261128T110000Z")
+    assert main(["report", "--reports", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "== lab1 ==" in out and "== lab2 ==" in out
+    assert "failed: chat" in out and "SOME FAILED: 2 endpoint(s)" in out
+
+
+def test_all_passed_exit_0_and_missing_exit_2(tmp_path, capsys):
+    _write(tmp_path, "20261128T100000Z", "router", True)
+    assert main(["report", str(tmp_path / "20261128T100000Z")]) == 0
+    assert "ALL PASSED: 1 endpoint(s)" in capsys.readouterr().out
+    assert main(["report", "--reports", str(tmp_path / "nothing")]) == 2
