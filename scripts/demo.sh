@@ -13,7 +13,7 @@ step "lab: boot the hosts of $INVENTORY and the hub"
 "$BIN/python" lab/labctl.py up -i "$INVENTORY"
 
 step "ansible: reach every host over SSH"
-ansible -i "$INVENTORY" all -m ansible.builtin.ping -o
+ansible -i "$INVENTORY" all -m ansible.builtin.ping
 
 step "site.yml: preflight, plan, install, weights, serve, router, probe"
 start=$(date +%s)

@@ -4,7 +4,7 @@ for 1 and for 2 fresh lab hosts, with the PLAY RECAP `changed` counts (the rerun
 
     .venv/bin/python scripts/bench/converge.py [--json FILE] [--keep]
 
-Manages its own lab hosts (bc1 10.77.0.51, bc2 10.77.0.52; profile h100-80gb-x4) with
+Manages its own lab hosts (bc1 10.77.0.71, bc2 10.77.0.72; profile h100-80gb-x4) with
 lab/labctl.py in a generated inventory that reuses inventory/lab/group_vars, and removes them
 at the end (--keep leaves them up). Needs root and the lab (make setup). Exit 1 when a no-op
 rerun changed something or a converge failed.
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LAB_GROUP_VARS = REPO / "inventory" / "lab" / "group_vars"
-HOSTS = {"bc1": "10.77.0.51", "bc2": "10.77.0.52"}
+HOSTS = {"bc1": "10.77.0.71", "bc2": "10.77.0.72"}
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 

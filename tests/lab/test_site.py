@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import time
 
@@ -48,8 +50,11 @@ def test_testinfra_suite_passes(site):
         [str(BIN / "pytest"), "-p", "no:cacheprovider", "-q", str(REPO / "tests/infra"),
          "--hosts=ansible://sglang_servers", f"--ansible-inventory={LAB_INVENTORY}"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
+    passed = re.search(r"(\d+) passed", proc.stdout)
+    assert passed and int(passed.group(1)) >= 20, proc.stdout[-2000:]  # the suite really ran
 
 
 def test_second_run_changes_nothing_and_restarts_nothing(site, lab):

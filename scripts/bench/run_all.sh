@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, each printing its table (converge also as JSON under reports/bench/).
+#   weights.py   weights distribution to 4 hosts: naive (each from the hub) vs fan-out (hub once)
+#   converge.py  site.yml on 1 and 2 fresh lab hosts: first converge and no-op rerun (changed=0)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN="$PWD/.venv/bin"
+export PATH="$BIN:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
+mkdir -p reports/bench
+echo "== bench: weights distribution =="
+"$BIN/python" scripts/bench/weights.py
+echo
+echo "== bench: converge =="
+"$BIN/python" scripts/bench/converge.py --json reports/bench/converge.json
