@@ -14,9 +14,17 @@ would be, from the host's real SGLang venv, and it:
   middleware rules, and never ``/server_info``;
 * answers with *scripted model text* in the model family's real MiniMax wire format (see
   ``lab_script.py``), passed through SGLang's real reasoning and tool-call parsers the way
-  ``serving_chat.py`` uses them, so the wire format is SGLang's.
+  ``serving_chat.py`` uses them, so the wire format is SGLang's;
+* with ``--nnodes N > 1`` behaves like SGLang's rendezvous on ``--dist-init-addr`` (torch's TCP
+  store): rank 0 listens on that port before loading and loads (and opens HTTP) only once every
+  rank >= 1 connected; ranks >= 1 connect (retrying), serve no HTTP, exit 0 when rank 0 shuts
+  the group down and 1 when they cannot reach rank 0 in time or lose it (an NCCL failure); rank 0
+  exits 1 when a rank leaves. ``NCCL_SOCKET_IFNAME`` / ``GLOO_SOCKET_IFNAME`` naming no interface
+  of the host fail the start, as NCCL and Gloo do.
 
 Environment knobs (all optional):
+  SGL_LAB_DIST_TIMEOUT_SECONDS  multi-node: how long rank 0 waits for the other ranks and ranks
+                          >= 1 try to reach rank 0 (default 300)
   SGL_LAB_LOAD_SECONDS    simulated weight-load time (default 3)
   SGL_LAB_WARMUP_SECONDS  /health 503 window after binding (default 1)
   SGL_LAB_EXIT_AT_START   exit with this code right after argv parsing
@@ -32,6 +40,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -111,6 +120,271 @@ def launch_errors(args) -> list[str]:
             f"--served-model-name {name!r} must not contain ':' (reserved for model:lora-adapter)"
         )
     return errors
+
+
+# --------------------------------------------------------------------------- multi-node rendezvous
+
+RDV_HELLO = "sgl-lab-rank"
+
+
+class RendezvousError(RuntimeError):
+    """A rank cannot join the group (torch would raise DistNetworkError / DistStoreError)."""
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` (SGLang's --dist-init-addr) -> (host, port)."""
+    host, sep, port = str(addr).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RendezvousError(f"--dist-init-addr {addr!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _readline(conn: socket.socket, limit: int = 256) -> str:
+    """One line from ``conn`` ('' when the peer closed first)."""
+    data = b""
+    while not data.endswith(b"\n") and len(data) < limit:
+        chunk = conn.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").strip()
+
+
+def interface_errors(environ, interfaces) -> list[str]:
+    """NCCL/Gloo socket interface settings that match no interface, with their libraries' errors."""
+    names = sorted(interfaces)
+    errors = []
+    gloo = (environ.get("GLOO_SOCKET_IFNAME") or "").strip()
+    for name in [n.strip() for n in gloo.split(",") if n.strip()]:
+        if name not in names:
+            errors.append(f"GLOO_SOCKET_IFNAME={gloo}: RuntimeError: [enforce fail at "
+                          f"gloo/transport/tcp/device.cc] Unable to find address for: {name} "
+                          f"(interfaces: {', '.join(names)})")
+    nccl = (environ.get("NCCL_SOCKET_IFNAME") or "").strip()
+    if nccl:
+        text, exclude = (nccl[1:], True) if nccl.startswith("^") else (nccl, False)
+        text, exact = (text[1:], True) if text.startswith("=") else (text, False)
+        wanted = [w.strip() for w in text.split(",") if w.strip()]
+
+        def hit(name):
+            return any(name == w if exact else name.startswith(w) for w in wanted)
+
+        picked = [n for n in names if hit(n) != exclude]
+        if not picked:
+            errors.append(f"NCCL_SOCKET_IFNAME={nccl}: NCCL WARN Bootstrap : no socket interface found "
+                          f"(interfaces: {', '.join(names)}); ncclInternalError")
+    return errors
+
+
+def host_interfaces() -> list[str]:
+    try:
+        return os.listdir("/sys/class/net")
+    except OSError:
+        return []
+
+
+class Rank0Store:
+    """Rank 0's side of ``--dist-init-addr``, like torch's TCP store server.
+
+    Listens on the port (all addresses), takes ``sgl-lab-rank <rank> <nnodes>`` hellos from the
+    other ranks, answers ``ok`` (or ``error ...``), and watches every joined rank: a connection
+    that drops while the group is up calls ``on_lost(rank)``. Connections that send no hello
+    (port checks) are closed and ignored. ``shutdown()`` tells the ranks to exit.
+    """
+
+    def __init__(self, port: int, nnodes: int, on_lost=None, hello_timeout: float = 10.0):
+        if socket.has_dualstack_ipv6():
+            self.server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
+        else:
+            self.server = socket.create_server(("", port))
+        self.port = self.server.getsockname()[1]
+        self.nnodes = nnodes
+        self.on_lost = on_lost or (lambda rank: None)
+        self.hello_timeout = hello_timeout
+        self.ranks: dict[int, socket.socket] = {}
+        self.cond = threading.Condition()
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True, name="rdv-accept").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.server.accept()
+            except OSError:
+                return
+            host = peer[0][7:] if peer[0].startswith("::ffff:") else peer[0]  # IPv4 on the dual-stack socket
+            threading.Thread(target=self._serve, args=(conn, host), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, peer: str) -> None:
+        try:
+            conn.settimeout(self.hello_timeout)
+            parts = _readline(conn).split()
+        except OSError:
+            parts = []
+        if len(parts) != 3 or parts[0] != RDV_HELLO or not (parts[1].isdigit() and parts[2].isdigit()):
+            conn.close()  # a port check (preflight, wait_for), not a rank
+            return
+        rank, nnodes = int(parts[1]), int(parts[2])
+        with self.cond:
+            problem = (
+                f"nnodes {nnodes} differs from rank 0's {self.nnodes}" if nnodes != self.nnodes
+                else f"node_rank {rank} is outside 1..{self.nnodes - 1}" if not 1 <= rank < self.nnodes
+                else f"node_rank {rank} already joined" if rank in self.ranks
+                else "shutting down" if self.closing else ""
+            )
+            if not problem:
+                self.ranks[rank] = conn
+                self.cond.notify_all()
+        if problem:
+            log(f"rendezvous: refused {peer}: {problem}")
+            try:
+                conn.sendall(f"error {problem}\n".encode())
+            except OSError:
+                pass
+            conn.close()
+            return
+        conn.settimeout(None)
+        conn.sendall(b"ok\n")
+        log(f"rendezvous: node_rank={rank} joined from {peer} ({len(self.ranks) + 1}/{self.nnodes} ranks)")
+        try:
+            while conn.recv(64):
+                pass
+        except OSError:
+            pass
+        with self.cond:
+            lost = not self.closing and self.ranks.get(rank) is conn
+            if lost:
+                del self.ranks[rank]
+        if lost:
+            self.on_lost(rank)
+
+    def missing(self) -> list[int]:
+        with self.cond:
+            return [r for r in range(1, self.nnodes) if r not in self.ranks]
+
+    def wait_all(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.ranks) == self.nnodes - 1, timeout)
+
+    def shutdown(self) -> None:
+        with self.cond:
+            self.closing = True
+            conns = list(self.ranks.values())
+        for conn in conns:
+            try:
+                conn.sendall(b"shutdown\n")
+                conn.close()
+            except OSError:
+                pass
+        try:
+            self.server.close()
+        except OSError:
+            pass
+
+
+def join_rendezvous(addr: str, rank: int, nnodes: int, timeout: float, retry_s: float = 1.0) -> socket.socket:
+    """Rank >= 1: connect to rank 0 at ``addr`` (retrying until ``timeout``), say hello, get ``ok``."""
+    host, port = split_addr(addr)
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    next_log = 0.0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RendezvousError(
+                f"timed out after {timeout:g} s trying to connect to rank 0 at {addr} ({last}); "
+                "is rank 0 running, and is the port open between the nodes?"
+            )
+        try:
+            conn = socket.create_connection((host, port), timeout=min(3.0, max(left, 0.1)))
+            conn.settimeout(min(10.0, max(left, 0.1)))
+            conn.sendall(f"{RDV_HELLO} {rank} {nnodes}\n".encode())
+            reply = _readline(conn)
+            if reply == "ok":
+                conn.settimeout(None)
+                return conn
+            conn.close()
+            if reply.startswith("error"):
+                raise RendezvousError(f"rank 0 at {addr} refused node_rank {rank}: {reply[6:]}")
+            last = "connected, but the listener closed without answering"
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= next_log:
+            log(f"node_rank={rank}: waiting for rank 0 at {addr} ({last})")
+            next_log = time.monotonic() + 15
+        time.sleep(retry_s)
+
+
+def watch_rank0(conn: socket.socket) -> int:
+    """Block until rank 0 shuts the group down (0) or the connection drops (1)."""
+    buf = b""
+    try:
+        while True:
+            chunk = conn.recv(64)
+            if not chunk:
+                return 1
+            buf += chunk
+            if b"shutdown" in buf:
+                return 0
+    except OSError:
+        return 1
+
+
+def run_worker_rank(args) -> int:
+    """Rank >= 1: join rank 0's rendezvous, serve no HTTP, exit with the group."""
+    addr, rank, nnodes = args.dist_init_addr, int(args.node_rank), int(args.nnodes)
+    log(f"node_rank={rank}: only rank 0 serves HTTP (as in SGLang); joining rank 0's rendezvous at {addr}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        conn = join_rendezvous(addr, rank, nnodes, env_float("SGL_LAB_DIST_TIMEOUT_SECONDS", 300.0))
+    except RendezvousError as exc:
+        log(f"ERROR: torch.distributed.DistNetworkError: {exc}")
+        return 1
+    log(f"node_rank={rank}: joined the rendezvous at {addr} ({nnodes} nodes); idling (no HTTP on ranks >= 1)")
+    if watch_rank0(conn) == 0:
+        log(f"node_rank={rank}: rank 0 shut the group down; exiting")
+        return 0
+    log(f"ERROR: node_rank={rank}: lost the connection to rank 0 at {addr} "
+        "(NCCL error: remote process exited or there was a network error); exiting")
+    return 1
+
+
+def start_rank0_store(args) -> "Rank0Store | None":
+    """Rank 0 of a multi-node group: listen on the --dist-init-addr port, wait for every rank."""
+    addr, nnodes = args.dist_init_addr, int(args.nnodes)
+    _, port = split_addr(addr)
+
+    def lost(rank: int) -> None:
+        log(f"ERROR: node_rank={rank} left the group (NCCL error: remote process exited or there was a "
+            "network error); rank 0 exits like SGLang's watchdog")
+        os._exit(1)
+
+    try:
+        store = Rank0Store(port, nnodes, on_lost=lost)
+    except OSError as exc:
+        log(f"ERROR: torch.distributed.DistNetworkError: The server socket has failed to listen on any "
+            f"local network address. port: {port}: {exc}")
+        return None
+
+    def shut_down_group(*_):
+        # also after serving: uvicorn restores this handler after its graceful shutdown and re-raises SIGTERM
+        store.shutdown()
+        log("SIGTERM: rank 0 shut the group down")
+        sys.exit(0)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, shut_down_group)
+    timeout = env_float("SGL_LAB_DIST_TIMEOUT_SECONDS", 300.0)
+    log(f"rendezvous: rank 0 listening on port {port} ({addr}); waiting up to {timeout:g} s for "
+        f"{nnodes - 1} more rank(s)")
+    if not store.wait_all(timeout):
+        log(f"ERROR: torch.distributed.DistStoreError: Timed out after {timeout:g} s waiting for clients. "
+            f"{nnodes - len(store.missing())}/{nnodes} ranks joined (missing node_rank "
+            f"{', '.join(map(str, store.missing()))})")
+        store.shutdown()
+        return None
+    log(f"rendezvous: all {nnodes} ranks joined")
+    return store
 
 
 # --------------------------------------------------------------------------- state
@@ -780,7 +1054,28 @@ def main(argv: list[str] | None = None) -> int:
         f"api_key={'set' if engine.api_key else 'unset'} metrics={engine.enable_metrics}"
     )
 
-    if getattr(args, "node_rank", 0):
+    nnodes = int(getattr(args, "nnodes", 1) or 1)
+    store = None
+    if nnodes > 1:
+        if not getattr(args, "dist_init_addr", None):
+            log("ERROR: --nnodes > 1 needs --dist-init-addr <rank 0 host>:<port>")
+            return 1
+        errors = interface_errors(os.environ, host_interfaces())
+        for error in errors:
+            log(f"ERROR: {error}")
+        if errors:
+            return 1
+        try:
+            split_addr(args.dist_init_addr)
+        except RendezvousError as exc:
+            log(f"ERROR: {exc}")
+            return 1
+        if getattr(args, "node_rank", 0):
+            return run_worker_rank(args)
+        store = start_rank0_store(args)
+        if store is None:
+            return 1
+    elif getattr(args, "node_rank", 0):
         log(f"node_rank={args.node_rank}: only rank 0 serves HTTP (as in SGLang); idling")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
@@ -797,8 +1092,12 @@ def main(argv: list[str] | None = None) -> int:
     warmup = env_float("SGL_LAB_WARMUP_SECONDS", 1.0)
     app = build_app(engine, warmup)
     log(f"Uvicorn binding http://{args.host}:{args.port} (warmup {warmup:.1f}s: /health 503 until ready)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_keep_alive=5)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                    timeout_keep_alive=5)
+    finally:
+        if store is not None:
+            store.shutdown()  # like SGLang's shutdown broadcast: the other ranks exit with rank 0
     log("shut down")
     return 0
 

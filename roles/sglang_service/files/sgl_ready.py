@@ -7,6 +7,9 @@ Ready means, in order: the unit is active, the port is bound (SGLang binds it on
 weights are loaded), GET /health is 200 (503 during warmup), GET /v1/models lists the served name.
 Fails at once (not at the deadline) when the unit failed, is waiting to auto-restart, or has
 restarted since the gate began (--restarts-baseline), with the journal's last lines.
+Ranks >= 1 of a multi-node group (--worker) serve no HTTP: ready means the unit is active and,
+with --dist-init-addr, holds an established TCP connection to rank 0's rendezvous address (torch's
+TCP store client keeps one open for the life of the process group).
 Never calls /server_info (it echoes the API key).
 """
 
@@ -39,6 +42,44 @@ def journal(unit: str, lines: int, since: str | None) -> list[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.splitlines()
 
 
+def split_addr(addr: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` -> (host, port)."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _proc_ip(hex_addr: str, family: int) -> str:
+    """An address as /proc/net/tcp{,6} prints it (host byte order per 32-bit word) -> text."""
+    raw = bytes.fromhex(hex_addr)
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    text = socket.inet_ntop(family, raw)
+    return text[7:] if text.startswith("::ffff:") and "." in text else text
+
+
+def connected_to(addr: str, tables=("/proc/net/tcp", "/proc/net/tcp6")) -> bool:
+    """Whether this host has an ESTABLISHED TCP connection to ``addr`` (host:port)."""
+    host, port = split_addr(addr)
+    try:
+        ips = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return False
+    for table in tables:
+        family = socket.AF_INET6 if table.endswith("6") else socket.AF_INET
+        try:
+            with open(table, encoding="ascii") as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) < 4 or cols[3] != "01":  # 01 = ESTABLISHED
+                continue
+            rem_ip, rem_port = cols[2].split(":")
+            if int(rem_port, 16) == port and _proc_ip(rem_ip, family) in ips:
+                return True
+    return False
+
+
 def api_key(path: str | None) -> str | None:
     if not path:
         return None
@@ -68,13 +109,17 @@ def http(url: str, key: str | None, timeout: float) -> tuple[int, bytes]:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--unit", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--model", required=True, help="served model name expected in /v1/models")
+    p.add_argument("--port", type=int, help="HTTP port (rank 0 and single hosts)")
+    p.add_argument("--model", help="served model name expected in /v1/models (rank 0 and single hosts)")
     p.add_argument("--key-file")
     p.add_argument("--since", help="journal start (e.g. '@<epoch>') for progress lines")
     p.add_argument("--restarts-baseline", type=int, default=None)
     p.add_argument("--worker", action="store_true", help="rank >= 1 of a multi-node group: no HTTP, active is ready")
+    p.add_argument("--dist-init-addr", default="",
+                   help="with --worker: also wait for a connection to rank 0's rendezvous (host:port)")
     a = p.parse_args()
+    if not a.worker and (a.port is None or not a.model):
+        p.error("--port and --model are required without --worker")
 
     st = unit_state(a.unit)
     active, sub = st.get("ActiveState", "?"), st.get("SubState", "?")
@@ -99,7 +144,12 @@ def main() -> int:
         print(json.dumps({"done": False, "failed": False, "line": f"unit {active}/{sub}"}))
         return 0
     if a.worker:
-        print(json.dumps({"done": True, "failed": False, "line": "worker rank active (no HTTP on ranks >= 1)"}))
+        if a.dist_init_addr and not connected_to(a.dist_init_addr):
+            print(json.dumps({"done": False, "failed": False,
+                              "line": f"active, not connected to rank 0's rendezvous {a.dist_init_addr} yet: {last}"}))
+            return 0
+        joined = f", joined rank 0's rendezvous {a.dist_init_addr}" if a.dist_init_addr else ""
+        print(json.dumps({"done": True, "failed": False, "line": f"worker rank active{joined} (no HTTP on ranks >= 1)"}))
         return 0
     with socket.socket() as s:
         s.settimeout(1)
