@@ -5,8 +5,12 @@ called by their bare names:
 
 * ``xml | sgl_gpu_facts(topo_text)``               -> GPU facts dict
 * ``facts | sgl_preflight_problems(requirements)`` -> list of {check, found, needed, fix}
+* ``result | sgl_nvidia_smi_problems(cmd, min_driver)`` -> [] or [the nvidia-smi problem]
 * ``facts | sgl_needs_fabric_manager``             -> bool
 * ``facts | sgl_plan(profile=..., weights_gb=..., ...)`` -> plan dict (sglang_plan_result)
+* ``root | sgl_weights_dir(model_id, revision)``   -> weights dir (the plan's model_path)
+* ``listing_result | sgl_hub_problems(endpoint, model_id, revision, dir)`` -> [] or [hub down]
+* ``df_stdout | sgl_df_mounts``                    -> [mount fact of the measured path]
 * ``plan | sgl_server_argv(parsers, config_file=...)``   -> SGLang argv list
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
 
@@ -33,6 +37,8 @@ from ansible.errors import AnsibleFilterError
 
 from sgl_deploy import argv as _argv
 from sgl_deploy import gpu_facts as _gpu_facts
+from sgl_deploy import hub as _hub
+from sgl_deploy import preflight as _preflight
 from sgl_deploy import planner as _planner
 from sgl_deploy.profiles import ProfileError
 
@@ -50,6 +56,12 @@ def sgl_preflight_problems(facts: dict[str, Any], requirements: dict[str, Any] |
     return [dict(p) for p in _gpu_facts.check_preflight(dict(facts), dict(requirements or {}))]
 
 
+def sgl_nvidia_smi_problems(result: dict[str, Any], command: str = "nvidia-smi", min_driver: str | None = None) -> list[dict[str, str]]:
+    """Registered result of ``nvidia-smi -q -x`` -> [] when it answered, else the one problem."""
+    problem = _gpu_facts.nvidia_smi_problem(str(command), dict(result or {}), str(min_driver) if min_driver else None)
+    return [dict(problem)] if problem else []
+
+
 def sgl_needs_fabric_manager(facts: dict[str, Any]) -> bool:
     """Whether the facts show an NVSwitch fabric (see gpu_facts.needs_fabric_manager)."""
     return _gpu_facts.needs_fabric_manager(dict(facts))
@@ -61,9 +73,28 @@ def sgl_plan(gpu_facts: dict[str, Any] | None = None, **kwargs: Any) -> dict[str
     try:
         return _planner.plan(gpu_facts=dict(gpu_facts) if gpu_facts else None, **options)
     except _planner.PlanError as exc:
-        raise AnsibleFilterError(f"sgl_plan: {exc.message}") from exc
+        # from None: Ansible would append the cause's own (CLI-worded) text again
+        raise AnsibleFilterError(f"sgl_plan: {_planner.role_message(exc.message)}") from None
     except (ProfileError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"sgl_plan: {exc}") from exc
+
+
+def sgl_weights_dir(weights_root: str, model_id: str, revision: str) -> str:
+    """Weights directory of ``model_id@revision`` under ``weights_root`` (the plan's ``model_path``)."""
+    return _planner.weights_dir(str(weights_root), str(model_id), str(revision))
+
+
+def sgl_df_mounts(df_output: str) -> list[dict[str, Any]]:
+    """``df -P -B1 PATH`` stdout -> [the mount holding PATH] in Ansible's mount fact shape ([] if unreadable)."""
+    return _preflight.df_mounts(str(df_output or ""))
+
+
+def sgl_hub_problems(
+    result: dict[str, Any], endpoint: str, model_id: str, revision: str, weights_dir: str
+) -> list[dict[str, str]]:
+    """``uri`` result of the hub listing -> [] when the hub answered, else the hub-down problem."""
+    problem = _hub.hub_problem(dict(result or {}), str(endpoint), str(model_id), str(revision), str(weights_dir))
+    return [problem] if problem else []
 
 
 def sgl_server_argv(
@@ -97,8 +128,12 @@ class FilterModule:
         return {
             "sgl_gpu_facts": sgl_gpu_facts,
             "sgl_preflight_problems": sgl_preflight_problems,
+            "sgl_nvidia_smi_problems": sgl_nvidia_smi_problems,
             "sgl_needs_fabric_manager": sgl_needs_fabric_manager,
             "sgl_plan": sgl_plan,
+            "sgl_weights_dir": sgl_weights_dir,
+            "sgl_hub_problems": sgl_hub_problems,
+            "sgl_df_mounts": sgl_df_mounts,
             "sgl_server_argv": sgl_server_argv,
             "sgl_systemd_quote": sgl_systemd_quote,
         }

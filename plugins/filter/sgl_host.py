@@ -25,6 +25,9 @@ class FilterModule:
             "sgl_plan_table": planner.format_plan,
             "sgl_profile_model_id": _profile_model_id,
             "sgl_group_problems": preflight.group_problems,
+            "sgl_group_membership_problems": preflight.group_membership_problems,
+            "sgl_rendezvous_problems": _rendezvous_problems,
+            "sgl_ifname_problems": _ifname_problems,
         }
 
 
@@ -34,9 +37,29 @@ def _disk_problems(mounts, path, needed_gb, margin_gb):
     return [problem] if problem else []
 
 
-def _clock_problems(host_epoch, controller_epoch, max_skew_s):
-    problem = preflight.clock_problem(float(host_epoch), float(controller_epoch), float(max_skew_s))
+def _clock_problems(host_epoch, controller_before, max_skew_s, controller_after=None):
+    """Host clock vs. the controller's readings taken before and after it (see preflight.clock_problem)."""
+    problem = preflight.clock_problem(
+        float(host_epoch), float(controller_before), float(max_skew_s),
+        None if controller_after is None else float(controller_after),
+    )
     return [problem] if problem else []
+
+
+def _rendezvous_problems(result, host, rank0, address, port, timeout_s):
+    """[] when the registered ansible.builtin.wait_for result shows rank 0's port answered, else one
+    rendezvous problem. The task runs with ``failed_when: false`` (which resets ``failed``), so
+    success is wait_for's own sign: a ``state`` in the result (a failure has only ``msg``/``elapsed``)."""
+    if result.get("skipped") or ("state" in result and not result.get("failed")):
+        return []
+    error = str(result.get("msg") or "no answer").strip()
+    return [preflight.rendezvous_problem(str(host), str(rank0), str(address), int(port), error, float(timeout_s))]
+
+
+def _ifname_problems(environment, interfaces):
+    """Problems of the *_SOCKET_IFNAME entries of an environment mapping on a host with these interfaces."""
+    settings = {k: v for k, v in (environment or {}).items() if str(k).upper().endswith("_SOCKET_IFNAME")}
+    return preflight.ifname_problems(settings, interfaces)
 
 
 def _profile_model_id(profile, variant=None, gpu_facts=None):

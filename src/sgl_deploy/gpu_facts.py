@@ -13,7 +13,9 @@ output as ``$ <command>`` / output / ``rc=<N>``; :func:`read_capture` unwraps th
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -390,6 +392,43 @@ def version_tuple(version: str | None) -> tuple[int, ...]:
             break
         parts.append(int(match.group(1)))
     return tuple(parts)
+
+
+def nvidia_smi_problem(
+    command: str, result: dict[str, Any], min_driver: str | None = DEFAULT_MIN_DRIVER
+) -> Problem | None:
+    """The problem of a failed ``nvidia-smi -q -x`` (``result``: Ansible's command result), or None.
+
+    A missing binary (rc 127 from a shell, or the command module's ``No such file or directory``
+    with rc 2 and empty stderr) says "not found"; any other failure quotes the tool's first line
+    (nvidia-smi prints its driver errors on stdout, e.g. "NVIDIA-SMI has failed because it couldn't
+    communicate with the NVIDIA driver").
+    """
+    rc = result.get("rc")
+    if rc == 0 and not result.get("failed"):
+        return None
+    said = next(
+        (line.strip() for key in ("stderr", "stdout", "msg") for line in str(result.get(key) or "").splitlines()
+         if line.strip()),
+        "",
+    )
+    branch = f"R{version_tuple(min_driver)[0]}" if version_tuple(min_driver) else "R580"
+    # the command module could not execute it: rc is the errno (2 = ENOENT), the text is generic
+    not_run = said.startswith("Error executing command") and isinstance(rc, int) and rc > 0
+    if rc == 127 or (not_run and rc == errno.ENOENT) or "no such file" in said.lower() or "not found" in said.lower():
+        found = f"{command} not found on the host (no NVIDIA driver installed, or not on PATH)"
+    elif not_run:
+        found = f"{command} cannot be run on the host ({os.strerror(rc)})"
+    else:
+        found = f"`{command} -q -x` failed (rc {rc}): {said[:300] or 'no output'}"
+    return Problem(
+        check="nvidia-smi",
+        found=found,
+        needed=f"the NVIDIA {branch}+ driver loaded and `{command} -q -x` answering",
+        fix=f"install the NVIDIA {branch}+ datacenter driver and reboot, check that `nvidia-smi` lists the GPUs "
+        "(`dmesg | grep -i nvrm` shows driver errors); if nvidia-smi lives outside PATH set gpu_preflight_nvidia_smi "
+        "to its path",
+    )
 
 
 DEFAULT_REQUIREMENTS: dict[str, Any] = {

@@ -191,6 +191,11 @@ def version_key(version: str) -> tuple[Any, ...]:
     return (tuple(release), pre, post)
 
 
+def weights_dir(weights_root: str, model_id: str, revision: str) -> str:
+    """Where the weights of ``model_id@revision`` live: ``<root>/<owner>--<name>/<revision>``."""
+    return f"{str(weights_root).rstrip('/')}/{str(model_id).replace('/', '--')}/{revision}"
+
+
 def kv_replication(tp: int, kv_heads: int) -> int:
     """How many ranks hold each KV head (SGLang replicates KV heads when tp > KV heads)."""
     return tp // kv_heads if kv_heads and tp > kv_heads else 1
@@ -612,6 +617,8 @@ def make_plan(
         raise PlanError(f"nodes must be >= 1 (got {nnodes})")
     if not 0 <= int(node_rank) < nnodes:
         raise PlanError(f"node_rank {node_rank} is outside 0..{nnodes - 1}")
+    if not 1 <= int(port) <= 65535:
+        raise PlanError(f"invalid override: port {port} is outside 1..65535")
 
     # versions
     min_ver = str(prof.get("min_sglang_version"))
@@ -629,7 +636,7 @@ def make_plan(
         f"profile {prof.name}, variant {var['name']}: {var['model_id']} ({var.get('dtype')}) "
         f"for {', '.join(var.get('gpu_architectures') or [])} GPUs"
     )
-    if arch is None and gpu_facts is None:
+    if arch is None and gpu_facts is None and not variant:
         reasoning.append("no GPU facts: GPU architecture unknown, using the profile's default variant")
 
     w_gb, w_src, kv, kv_src = _sizes(prof, var, weights_gb, weights_source, kv_gb_per_mtok, reasoning)
@@ -664,7 +671,7 @@ def make_plan(
         raise PlanError(f"served_model_name {served!r} contains ':' (SGLang reserves it for LoRA adapters)")
     mid = model_id or var["model_id"]
     rev = revision or var.get("revision") or "master"
-    path = model_path or f"{weights_root.rstrip('/')}/{mid.replace('/', '--')}/{rev}"
+    path = model_path or weights_dir(weights_root, mid, rev)
     timeout = _readiness_timeout(prof, w_gb)
     reasoning.append(f"readiness deadline {timeout} s from the load-time model: {prof.source('load_time')}")
     other_variants = tuple(f"variants.{v}." for v in prof.get("variants") if v != var["name"])
@@ -755,6 +762,14 @@ def _valid_alternatives(ctx: _Ctx, limit: int = 4) -> list[dict[str, Any]]:
     return out
 
 
+def _override_error(message: str, ctx: _Ctx) -> PlanError:
+    """PlanError for a refused layout override, listing the layouts that are valid and fit here."""
+    alts = _valid_alternatives(ctx)
+    if alts:
+        message += ". Valid here: " + "; ".join(a["hint"] for a in alts) + "."
+    return PlanError(message, alts)
+
+
 def _choose_layout(
     ctx: _Ctx,
     tp: int | None,
@@ -771,9 +786,8 @@ def _choose_layout(
         pp_v = int(pp or 1)
         if tp is None:
             if total % (pp_v * dp_v):
-                raise PlanError(
-                    f"invalid override: pp_size {pp_v} x dp_size {dp_v} does not divide the {total} GPUs",
-                    _valid_alternatives(ctx),
+                raise _override_error(
+                    f"invalid override: pp_size {pp_v} x dp_size {dp_v} does not divide the {total} GPUs", ctx
                 )
             tp_v = total // (pp_v * dp_v)
         else:
@@ -799,9 +813,8 @@ def _choose_layout(
             if ep is not None and base:
                 bad = replace(base[0], ep=int(ep))
                 problems = layout_problems(bad, ctx.shape, ctx.nnodes, total)
-                raise PlanError(
-                    f"invalid override: --ep-size {ep} with {bad.describe()}: " + "; ".join(problems),
-                    _valid_alternatives(ctx),
+                raise _override_error(
+                    f"invalid override: ep_size {ep} with {bad.describe()}: " + "; ".join(problems), ctx
                 )
             raise PlanError(
                 f"no valid tp/pp split of {total} GPUs for {ctx.profile.get('display_name')} "
@@ -811,9 +824,8 @@ def _choose_layout(
             )
     problems = layout_problems(layout, ctx.shape, ctx.nnodes, total)
     if problems:
-        raise PlanError(
-            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(problems),
-            _valid_alternatives(ctx),
+        raise _override_error(
+            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(problems), ctx
         )
     if not ctx.fits(layout):
         raise _shortfall_error(ctx, layout, prefix="override: " if layout.source == "override" else "")
@@ -894,6 +906,37 @@ def _context_length(
 def plan(**kwargs: Any) -> dict[str, Any]:
     """:func:`make_plan` as a plain dict (the ``sglang_plan_result`` fact)."""
     return plan_to_dict(make_plan(**kwargs))
+
+
+# --------------------------------------------------------------------------- Ansible wording
+
+# Planner options -> the sglang_plan role's inventory variables, so that a refusal shown by
+# Ansible names what the user sets (the CLI keeps the option names and flags).
+ROLE_VARIABLES = {
+    "tp_size": "sglang_plan_tp_size",
+    "ep_size": "sglang_plan_ep_size",
+    "dp_size": "sglang_plan_dp_size",
+    "pp_size": "sglang_plan_pp_size",
+    "context_length": "sglang_plan_context_length",
+    "mem_fraction_static": "sglang_plan_mem_fraction_static",
+    "kv_gb_per_mtok": "sglang_plan_kv_gb_per_mtok",
+    "weights_gb": "sglang_plan_weights_gb",
+    "served_model_name": "sglang_plan_served_model_name",
+    "sglang_version": "sglang_plan_sglang_version",
+    "port": "sglang_plan_port",
+}
+_OPTION_RE = re.compile(r"(?<![\w:/.-])(" + "|".join(ROLE_VARIABLES) + r")(?= [\d'\"]| must)")
+_FLAG_RE = re.compile(r"--(tp|ep|dp|pp)-size (\d+)")
+_NODES_RE = re.compile(r"--nodes (\d+) \(")
+
+
+def role_message(message: str) -> str:
+    """A planner message in the sglang_plan role's words: ``tp_size 3`` -> ``sglang_plan_tp_size 3``,
+    ``--tp-size 2`` -> ``sglang_plan_tp_size=2``, ``--nodes 7 (`` -> ``7 hosts like this one in
+    one sglang_replicas group (``."""
+    text = _OPTION_RE.sub(lambda m: ROLE_VARIABLES[m.group(1)], str(message))
+    text = _FLAG_RE.sub(lambda m: f"sglang_plan_{m.group(1)}_size={m.group(2)}", text)
+    return _NODES_RE.sub(lambda m: f"{m.group(1)} hosts like this one in one sglang_replicas group (", text)
 
 
 # --------------------------------------------------------------------------- CLI

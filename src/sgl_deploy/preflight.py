@@ -83,14 +83,134 @@ def free_bytes_at(mounts: Iterable[dict[str, Any]], path: str) -> tuple[int, str
     return int(best.get("size_available", 0)), str(best["mount"])
 
 
-def clock_problem(host_epoch: float, controller_epoch: float, max_skew_s: float) -> Problem | None:
-    skew = abs(host_epoch - controller_epoch)
+def df_mounts(df_output: str) -> list[dict[str, Any]]:
+    """``df -P -B1 PATH`` output -> ``[{mount, device, size_total, size_available}]`` (Ansible mount
+    fact shape, for :func:`free_bytes_at`), or ``[]`` when it cannot be read.
+
+    Ansible's mount facts leave out filesystems whose source is not a path (tmpfs, ZFS datasets
+    such as ``tank/models``): measured this way, the weights path's own filesystem is always known.
+    """
+    lines = [line for line in str(df_output or "").splitlines() if line.strip()]
+    if len(lines) < 2:
+        return []
+    fields = lines[-1].split(None, 5)
+    if len(fields) < 6 or not fields[1].isdigit() or not fields[3].isdigit():
+        return []
+    return [{"device": fields[0], "size_total": int(fields[1]), "size_available": int(fields[3]),
+             "mount": fields[5]}]
+
+
+def clock_problem(
+    host_epoch: float, controller_before: float, max_skew_s: float, controller_after: float | None = None
+) -> Problem | None:
+    """The host clock must be within ``max_skew_s`` of the controller's.
+
+    The host read its clock at some moment between the controller readings ``controller_before``
+    and ``controller_after`` (SSH and task overhead sit in between, seconds on a busy controller),
+    so the skew is at least the distance from ``host_epoch`` to that interval: a slow controller
+    widens the interval and never makes a synced host fail.
+    """
+    after = controller_before if controller_after is None else max(controller_after, controller_before)
+    if host_epoch < controller_before:
+        skew, direction = controller_before - host_epoch, "behind"
+    elif host_epoch > after:
+        skew, direction = host_epoch - after, "ahead of"
+    else:
+        return None
     if skew <= max_skew_s:
         return None
     return _problem(
-        "clock", f"clock {skew:.1f} s off the controller", f"<= {max_skew_s:.0f} s (multi-node ranks need synced clocks)",
-        "enable NTP (chrony or systemd-timesyncd) on every host of the replica group",
+        "clock", f"clock at least {skew:.1f} s {direction} the controller's",
+        f"<= {max_skew_s:g} s (sglang_plan_max_clock_skew_s; the ranks of a multi-node group need synced clocks)",
+        "enable NTP on every host of the replica group (chrony or systemd-timesyncd: "
+        "`timedatectl set-ntp true`, then check `timedatectl` shows 'System clock synchronized: yes')",
     )
+
+
+def rendezvous_problem(
+    host: str, rank0: str, address: str, port: int, error: str, timeout_s: float
+) -> Problem:
+    """A rank >= 1 host could not open a TCP connection to rank 0's ``--dist-init-addr``."""
+    return _problem(
+        "rendezvous",
+        f"{host} cannot reach rank 0 ({rank0}) at {address}:{port} (TCP, {timeout_s:g} s): {error}".rstrip(": "),
+        f"TCP port {port} of {rank0} open to every rank of the group (SGLang's --dist-init-addr "
+        "rendezvous; NCCL then also opens ephemeral ports between the ranks)",
+        f"allow TCP {port} (and the ranks' traffic on the NCCL interface) from {host} to {address} in the "
+        "firewall / security group, check that the address routes between the hosts, or set "
+        "sglang_plan_dist_init_port to a port that is open",
+    )
+
+
+def ifname_matches(spec: str, interfaces: Iterable[str]) -> list[str]:
+    """Interfaces an NCCL/Gloo ``*_SOCKET_IFNAME`` value selects.
+
+    NCCL semantics: a comma list of prefixes; ``=name`` matches exactly; a leading ``^``
+    excludes the listed prefixes (then every other interface is selected).
+    """
+    names = [str(i) for i in interfaces]
+    text = str(spec).strip()
+    exclude = text.startswith("^")
+    if exclude:
+        text = text[1:]
+    exact = text.startswith("=")
+    if exact:
+        text = text[1:]
+    wanted = [w.strip() for w in text.split(",") if w.strip()]
+
+    def hit(name: str) -> bool:
+        return any(name == w if exact else name.startswith(w) for w in wanted)
+
+    return [n for n in names if not hit(n)] if exclude else [n for n in names if hit(n)]
+
+
+def ifname_problems(settings: dict[str, Any], interfaces: Iterable[str]) -> list[Problem]:
+    """Each ``*_SOCKET_IFNAME`` setting must select an interface of the host.
+
+    ``settings``: ``{variable: value}`` (e.g. ``{"NCCL_SOCKET_IFNAME": "ens"}``). NCCL-style
+    variables use :func:`ifname_matches` (loopback never counts for an include list: ranks on
+    different hosts cannot meet on it). ``GLOO_SOCKET_IFNAME`` is a comma list of exact names
+    (Gloo fails with "Unable to find address for: <name>" on any name the host lacks).
+    """
+    names = sorted(str(i) for i in interfaces)
+    problems: list[Problem] = []
+    for var, value in sorted((settings or {}).items()):
+        text = str(value or "").strip()
+        if not text:
+            continue
+        if str(var).upper().startswith("GLOO_"):
+            wanted = [w.strip() for w in text.split(",") if w.strip()]
+            bad = [w for w in wanted if w not in names]
+            found = f"{var}={text}: no interface {', '.join(bad)}" if bad else ""
+        else:
+            picked = ifname_matches(text, names)
+            if not text.startswith("^"):
+                picked = [n for n in picked if n != "lo"]
+            found = "" if picked else f"{var}={text} matches none"
+        if found:
+            problems.append(_problem(
+                "network_interface", f"{found} of the host's interfaces ({', '.join(names)})",
+                f"{var} naming the interface on the network that links the ranks of the replica group",
+                "set sglang_service_socket_ifname (or that variable in sglang_service_nccl_environment) to the "
+                "interface name on the ranks' shared network, as `ip -br addr` shows it on every host",
+            ))
+    return problems
+
+
+def group_membership_problems(group_name: str, members: list[str], in_play: Iterable[str]) -> list[Problem]:
+    """Every host of a multi-node group must be in the run: its ranks start and restart together."""
+    playing = set(in_play)
+    missing = [m for m in members if m not in playing]
+    if not missing:
+        return []
+    return [_problem(
+        "replica_group",
+        f"{', '.join(missing)} of replica group {group_name} ({', '.join(members)}) not in this run "
+        "(left out by --limit, or failed an earlier task)",
+        "every host of a multi-node group in the same run (they form one model and restart together)",
+        "run without --limit, or with a --limit that names every host of the group; a host that is down "
+        "must be repaired or removed from sglang_replicas first",
+    )]
 
 
 def format_problems(host: str, problems: list[Problem]) -> str:

@@ -38,8 +38,9 @@ def topo(profile: str) -> str:
 
 
 def test_filter_names():
-    assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_needs_fabric_manager", "sgl_plan",
-                      "sgl_server_argv", "sgl_systemd_quote"}
+    assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_nvidia_smi_problems", "sgl_needs_fabric_manager",
+                      "sgl_plan", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
+                      "sgl_systemd_quote"}
 
 
 def test_gpu_facts_and_preflight():

@@ -601,7 +601,12 @@ def classify_client_error(exc: BaseException, endpoint: str, what: str) -> Weigh
         return WeightsError(EXIT_NOT_FOUND, f"{what}: access denied by {endpoint} (check model_weights_token): {text}")
     if names & {"NetworkError", "ServerError", "RateLimitError", "ConnectionError", "Timeout", "ConnectTimeout",
                 "ReadTimeout", "OfflineModeIsEnabled", "HfHubHTTPError", "LocalEntryNotFoundError"}:
-        return WeightsError(EXIT_HUB_UNREACHABLE, f"cannot reach the hub at {endpoint} while {what}: {text}")
+        return WeightsError(
+            EXIT_HUB_UNREACHABLE,
+            f"cannot reach the hub at {endpoint} while {what}: {text}. Fix: start or repair the hub, or point "
+            "model_weights_endpoint at one that answers; check the host's route, DNS, proxy and firewall; "
+            "then rerun (files already downloaded are kept and resume)",
+        )
     if names & {"FileIntegrityError"}:
         return WeightsError(EXIT_INTEGRITY, f"integrity check failed while {what}: {text}")
     return WeightsError(EXIT_DOWNLOAD, f"{what} failed ({name}): {text}")
