@@ -36,7 +36,7 @@ echo "gpu-facts rc=$?"
 
 {
   for args in "--profile minimax-m3" "--profile minimax-m3 --weights-gb 220 --kv-gb-per-mtok 240" \
-              "--profile minimax-m3 --nodes 2" "--profile minimax-m2"; do
+              "--profile minimax-m3 --nodes 2" "--profile minimax-m2.7"; do
     echo "\$ sgl-deploy plan --gpu-facts gpu-facts.json $args --json"
     # shellcheck disable=SC2086
     "${SGL[@]}" plan --gpu-facts "$OUT/gpu-facts.json" $args --json
