@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real-GPU validation of the preflight and the planner on the machine this runs on (connection
 # local; no systemd, network or SGLang needed). Writes everything it saw to OUTDIR:
-#   nvidia-smi-q-x.xml, topo.txt, fabric.txt   raw captures (fixtures for tests/fixtures/gpu)
+#   nvidia-smi-q-x.txt, topo.txt, fabric.txt   captures in the fixtures format (tests/fixtures/gpu)
 #   gpu-facts.json                             sgl-deploy gpu-facts
 #   plans.txt                                  sgl-deploy plan for the recipe and the M3 profiles
 #   preflight-*.log                            playbooks/preflight.yml runs (default inputs, and
@@ -18,8 +18,8 @@ SGL=("$PY" -m sgl_deploy.cli)
 ANS_PB=("$PY" -m ansible playbook)
 "$PY" -c 'import ansible' 2>/dev/null || ANS_PB=(ansible-playbook)
 
-{ echo "\$ nvidia-smi -q -x"; nvidia-smi -q -x; echo "rc=$?"; } > "$OUT/nvidia-smi-q-x.raw"
-nvidia-smi -q -x > "$OUT/nvidia-smi-q-x.xml"
+# One query, kept in the fixtures' capture format (`$ cmd` header, output, `rc=N`); gpu-facts reads it as is.
+{ echo "\$ nvidia-smi -q -x"; nvidia-smi -q -x; echo "rc=$?"; } > "$OUT/nvidia-smi-q-x.txt"
 { echo "\$ nvidia-smi topo -m"; nvidia-smi topo -m; echo "rc=$?"; } > "$OUT/topo.txt" 2>&1
 {
   echo "\$ nvidia-smi -q | grep -iA3 fabric"; nvidia-smi -q | grep -iA3 fabric
@@ -28,10 +28,10 @@ nvidia-smi -q -x > "$OUT/nvidia-smi-q-x.xml"
   echo "\$ systemctl is-active nvidia-fabricmanager"; systemctl is-active nvidia-fabricmanager 2>&1 || true
   echo "\$ nvidia-smi nvlink --status | head -20"; nvidia-smi nvlink --status 2>&1 | head -20
 } > "$OUT/fabric.txt" 2>&1
-{ echo "\$ uname -a; cat /etc/os-release; df -B1 /srv /tmp; free -b; nproc"; uname -a; cat /etc/os-release
+{ echo "\$ uname -a; cat /etc/os-release; df -B1 / /tmp; free -b; nproc; python3 --version"; uname -a; cat /etc/os-release
   df -B1 / /tmp 2>&1; free -b; nproc; "$PY" --version; } > "$OUT/host.txt" 2>&1
 
-"${SGL[@]}" gpu-facts --nvidia-smi-xml "$OUT/nvidia-smi-q-x.xml" --topo "$OUT/topo.txt" --json > "$OUT/gpu-facts.json"
+"${SGL[@]}" gpu-facts --nvidia-smi-xml "$OUT/nvidia-smi-q-x.txt" --topo "$OUT/topo.txt" --json > "$OUT/gpu-facts.json"
 echo "gpu-facts rc=$?"
 
 {
