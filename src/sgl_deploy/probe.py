@@ -616,6 +616,9 @@ class ProbeRunner:
         self.health_status: int | None = None
         self._http = None
         self._client = None
+        # Requests retried once after a connection-level error (a stale keep-alive connection
+        # that the server closed after an error response). Reported, never hidden.
+        self.retries: list[str] = []
 
     # ---- plumbing
 
@@ -667,8 +670,28 @@ class ProbeRunner:
         with self._samples_lock:
             self.samples.append(RequestSample(probe, start - self._t0, latency, ok))
 
+    def request_safe(self, label: str, method: str, path: str, key: str | None = "default", **kwargs):
+        """An HTTP request that is safe to repeat (a GET, or an auth check that must be refused).
+
+        Servers may close a keep-alive connection after an error response (a 401 sent without
+        draining the request body), so the next request on that connection fails with a
+        connection-level error before any response. Such a request is retried once, on a new
+        connection, and the retry is recorded (``self.retries``) for the report. A timeout is not
+        retried (a hang is a real failure), and nothing is retried twice.
+        """
+        import httpx
+
+        url = self.base_url + path
+        headers = {**self.auth_headers(key), **kwargs.pop("headers", {})}
+        try:
+            return self.http.request(method, url, headers=headers, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as exc:
+            self.retries.append(f"{label}: {type(exc).__name__}: {exc}")
+            self.log(f"retrying {label} once on a new connection after {type(exc).__name__}")
+            return self.http.request(method, url, headers={**headers, "Connection": "close"}, **kwargs)
+
     def get(self, path: str, key: str | None = "default"):
-        return self.http.get(self.base_url + path, headers=self.auth_headers(key))
+        return self.request_safe(f"GET {path}", "GET", path, key=key)
 
     def chat(self, probe: str, **kwargs) -> tuple[dict, float]:
         """A non-streamed chat completion through the OpenAI SDK -> (response dict, latency)."""
@@ -989,25 +1012,34 @@ class ProbeRunner:
         chat_body = {"model": self.model, "messages": self._messages("hi"), "max_tokens": 1}
         checks = {}
         if not self.router:
-            checks["GET /v1/models without key"] = lambda: self.get("/v1/models", key=None)
-            checks["GET /v1/models with a wrong key"] = lambda: self.get("/v1/models", key=wrong)
-        checks["POST /v1/chat/completions without key"] = lambda: self.http.post(
-            self.base_url + "/v1/chat/completions", json=chat_body)
-        checks["POST /v1/chat/completions with a wrong key"] = lambda: self.http.post(
-            self.base_url + "/v1/chat/completions", json=chat_body,
-            headers={"Authorization": f"Bearer {wrong}"})
-        statuses = {}
-        for label, call in checks.items():
-            statuses[label] = call().status_code
+            checks["GET /v1/models without key"] = ("GET", "/v1/models", None, {})
+            checks["GET /v1/models with a wrong key"] = ("GET", "/v1/models", wrong, {})
+        checks["POST /v1/chat/completions without key"] = ("POST", "/v1/chat/completions", None, {"json": chat_body})
+        checks["POST /v1/chat/completions with a wrong key"] = (
+            "POST", "/v1/chat/completions", wrong, {"json": chat_body})
+        statuses: dict[str, int | str] = {}
+        retries_before = len(self.retries)
+        for label, (method, path, key, kwargs) in checks.items():
+            try:
+                statuses[label] = self.request_safe(label, method, path, key=key, **kwargs).status_code
+            except Exception as exc:  # the retry failed too: a real failure, never a pass
+                statuses[label] = f"{type(exc).__name__}: {exc}"
+        retried = self.retries[retries_before:]
+        data = {"statuses": statuses, "retries": retried}
         bad = {k: v for k, v in statuses.items() if v != 401}
         latency = time.monotonic() - start
         if bad:
             detail = "; ".join(f"{k} -> {v} (want 401)" for k, v in bad.items())
-            return ProbeResult("auth", "fail", latency_s=latency, detail=detail, data={"statuses": statuses})
+            return ProbeResult("auth", "fail", latency_s=latency, detail=detail, data=data)
+        if retried:
+            note_retry = (f"; {len(retried)} retried once after the server closed a keep-alive connection "
+                          f"({retried[0].split(':')[0]})")
+        else:
+            note_retry = ""
         note = " (router: /v1/models is open upstream, not checked)" if self.router else ""
         return ProbeResult("auth", "pass", latency_s=latency,
-                           detail=f"{len(statuses)} unauthenticated requests got 401{note}",
-                           data={"statuses": statuses})
+                           detail=f"{len(statuses)} unauthenticated requests got 401{note}{note_retry}",
+                           data=data)
 
     def probe_concurrency(self) -> ProbeResult:
         n = max(1, self.concurrency)
@@ -1088,7 +1120,7 @@ class ProbeRunner:
         return report.build_report(
             base_url=self.base_url, model=self.model, started_at=started,
             duration_s=time.monotonic() - t0, probes=[r.to_dict() for r in results],
-            requests=[asdict(s) for s in self.samples],
+            requests=[asdict(s) for s in self.samples], retries=[self.scrub(r) for r in self.retries],
         )
 
 

@@ -26,6 +26,7 @@ def build_report(
     probes: list[dict],
     requests: list[dict],
     error: str | None = None,
+    retries: list[str] | None = None,
 ) -> dict:
     passed = error is None and bool(probes) and all(p["status"] != "fail" for p in probes)
     result = {
@@ -37,6 +38,8 @@ def build_report(
         "probes": probes,
         "requests": requests,
     }
+    # requests retried once after a connection-level error (see ProbeRunner.request_safe)
+    result["retries"] = list(retries or [])
     if error:
         result["error"] = error
     return result

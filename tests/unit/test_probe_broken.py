@@ -160,3 +160,53 @@ def test_silent_endpoint_exits_3_by_timeout(tmp_path, monkeypatch):
                                   monkeypatch=monkeypatch)
         assert time.monotonic() - start < 10
     assert code == 3 and "ReadTimeout" in report["error"]
+
+
+def test_auth_survives_a_server_that_drops_keep_alive_after_401(tmp_path, monkeypatch):
+    """The gateway answers 401 without draining the body, then drops the connection: the next
+    request on it fails at the connection level. The auth check is retried once, and says so."""
+    with FakeServer(faults=["drop-after-401"], api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "auth", monkeypatch=monkeypatch)
+        dropped = server.dropped
+    auth = report["probes"][0]
+    assert dropped >= 1, "the fixture never dropped a connection: the test proves nothing"
+    assert code == 0, auth
+    assert auth["status"] == "pass", auth
+    assert auth["data"]["retries"], auth  # the retry is reported ...
+    assert "retried once" in auth["detail"]
+    assert report["retries"]  # ... in the probe and in the report
+    assert API_KEY not in json.dumps(report)
+
+
+def test_auth_retry_never_turns_an_accepted_wrong_key_into_a_pass(tmp_path, monkeypatch):
+    with FakeServer(faults=["drop-after-401", "wrong-key-ok"], api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "auth", monkeypatch=monkeypatch)
+    auth = report["probes"][0]
+    assert code == 1
+    assert auth["status"] == "fail", auth
+    assert "with a wrong key -> 200" in auth["detail"], auth["detail"]
+
+
+def test_a_connection_error_on_the_retry_too_fails_the_probe(tmp_path, monkeypatch):
+    """Nothing is retried twice: a server that keeps dropping fails the probe with the error named."""
+    from sgl_deploy.probe import ProbeRunner
+
+    runner = ProbeRunner("http://127.0.0.1:9", api_key=API_KEY, model="m")
+
+    class Dropping:
+        calls = 0
+
+        def request(self, *args, **kwargs):
+            import httpx
+
+            Dropping.calls += 1
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response")
+
+        def close(self):
+            pass
+
+    runner._http = Dropping()
+    result = runner.probe_auth()
+    assert result.status == "fail"
+    assert "RemoteProtocolError" in result.detail
+    assert Dropping.calls == 8  # 4 checks, each tried twice, never more
