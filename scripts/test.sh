@@ -54,12 +54,12 @@ stage_lint() {
 
 stage_unit() {
   # shellcheck disable=SC2086
-  pytest -q -p no:cacheprovider tests/unit --junitxml="$OUT/unit.xml" ${PYTEST_ARGS:-}
+  pytest -q -p no:cacheprovider --durations=10 tests/unit --junitxml="$OUT/unit.xml" ${PYTEST_ARGS:-}
 }
 
 stage_lab() {
   # shellcheck disable=SC2086
-  SGL_LAB=1 pytest -v -p no:cacheprovider tests/lab --junitxml="$OUT/lab.xml" ${PYTEST_ARGS:-}
+  SGL_LAB=1 pytest -v -p no:cacheprovider --durations=0 tests/lab --junitxml="$OUT/lab.xml" ${PYTEST_ARGS:-}
 }
 
 stage_molecule() {

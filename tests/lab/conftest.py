@@ -90,9 +90,19 @@ def lab():
     return {"lab1": "10.77.0.11", "lab2": "10.77.0.12"}
 
 
+def report_stamps(host: str = "lab1") -> set[str]:
+    """The probe report folders (reports/<UTC stamp>/) that hold a report for ``host``."""
+    return {p.parent.parent.name for p in (REPO / "reports").glob(f"*/{host}/report.json")}
+
+
 @pytest.fixture(scope="session")
 def site(lab):
-    """site.yml has converged on the lab once."""
+    """site.yml has converged on the lab once. ``site.reports`` is the probe report folder that
+    this run wrote (never "the newest one": other tests write reports too)."""
+    before = report_stamps()
     run = playbook("site.yml")
     assert run.rc == 0, run.out[-6000:]
+    new = sorted(report_stamps() - before)
+    assert new, "site.yml wrote no probe report for lab1"
+    run.reports = REPO / "reports" / new[-1]
     return run

@@ -62,7 +62,8 @@ def lab_hub(tmp_path_factory):
         yield hub
 
 
-def test_fanout_each_file_once_and_rerun_unchanged(lab_hub):
+def test_fanout_each_file_once_and_rerun_unchanged(site, lab_hub):
+    """Needs the converged main lab (the seed runs the weights tool from the installed venv)."""
     hosts = json.loads(subprocess.run([str(BIN / "ansible-inventory"), "-i", "inventory/lab/hosts.yml", "--list"],
                                       cwd=REPO, capture_output=True, text=True, check=True).stdout)
     servers = hosts.get("sglang_servers", {}).get("hosts", [])
