@@ -164,6 +164,8 @@ class Plan:
     recipe_cell: str | None = None
     recipe_args: list[str] = field(default_factory=list)
     recipe_sources: dict[str, str] = field(default_factory=dict)
+    # M3 on Blackwell: the MSA kernel JIT-compiles on first use; the install role warms its cache
+    msa_jit_warm: bool = False
 
 
 def plan_to_dict(plan_obj: Plan) -> dict[str, Any]:
@@ -537,6 +539,12 @@ def _sizes(
 RECIPE_CHOICES = ("cookbook", "recipe", "none")
 
 
+def needs_msa_warm(gpu_architecture: str | None, architectures: list[str]) -> bool:
+    """M3's MSA kernel (fmha_sm100) is Blackwell-only and JIT-compiled on first use; a multi-GPU
+    start with a cold cache can crash a rank (sglang.md §6, production.md): warm it first."""
+    return (gpu_architecture or "").lower() == "blackwell" and any("MiniMaxM3" in a for a in architectures)
+
+
 def recipe_cell(
     prof: Profile, recipe: str, gpu_name: str | None, variant: str, total_gpus: int
 ) -> dict[str, Any] | None:
@@ -812,6 +820,7 @@ def make_plan(
         recipe_cell=cell["cell"] if cell is not None else None,
         recipe_args=r_args,
         recipe_sources=r_sources,
+        msa_jit_warm=needs_msa_warm(arch, list(prof.get("architectures") or [])),
     )
 
 

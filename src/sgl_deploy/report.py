@@ -217,8 +217,9 @@ def latest_run_dir(root: str) -> str | None:
     return os.path.join(root, runs[0]) if runs else None
 
 
-def summarize_run(run_dir: str) -> tuple[str, bool]:
-    """Text of every target's table in a run folder, and whether all of them passed."""
+def summarize_run(run_dir: str, max_duration_s: float | None = None) -> tuple[str, bool]:
+    """Text of every target's table in a run folder, and whether all of them passed (and, with
+    ``max_duration_s``, ran within that many seconds)."""
     parts, ok = [], True
     targets = sorted(t for t in os.listdir(run_dir) if os.path.isfile(os.path.join(run_dir, t, "report.json")))
     for target in targets:
@@ -229,6 +230,12 @@ def summarize_run(run_dir: str) -> tuple[str, bool]:
         plot = os.path.join(run_dir, target, "plot.png")
         if os.path.isfile(plot):
             text += f"\nplot: {plot}"
+        if max_duration_s is not None:
+            took = float(report.get("duration_s") or 0)
+            within = took < max_duration_s
+            ok = ok and within
+            text += (f"\nprobe set runtime: {took:.1f}s for {len(report.get('probes') or [])} probes "
+                     f"({'within' if within else 'OVER'} the {max_duration_s:g}s budget)")
         parts.append(f"== {target} ==\n{text}")
     if not targets:
         return f"no report.json under {run_dir}", False
@@ -242,7 +249,7 @@ def _cmd_report(args) -> int:
     if not run_dir or not os.path.isdir(run_dir):
         print(f"sgl-deploy report: no probe run under {args.reports} (run site.yml or playbooks/probe.yml first)")
         return 2
-    text, ok = summarize_run(run_dir)
+    text, ok = summarize_run(run_dir, args.max_duration)
     print(text)
     return 0 if ok else 1
 
@@ -254,4 +261,6 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", nargs="?", help="a run folder (reports/<UTC stamp>); default: the newest")
     p.add_argument("--reports", default="reports", help="root of the probe reports (default: reports)")
+    p.add_argument("--max-duration", type=float, metavar="S",
+                   help="also print each probe run's runtime and exit 1 when one took S seconds or more")
     p.set_defaults(func=_cmd_report)

@@ -170,3 +170,10 @@ def test_every_cell_argv_parses_with_real_sglang():
         for flag, value in args.items():
             got = r[flag.lstrip("-").replace("-", "_")]
             assert str(got) == value, (p["recipe_cell"], flag, got)
+
+
+def test_msa_warm_only_for_m3_on_blackwell():
+    assert plan(gpu_facts=facts("b200-180gb-x8"))["msa_jit_warm"] is True
+    assert plan(gpu_facts=facts("h200-141gb-x8"))["msa_jit_warm"] is False
+    m2 = plan(gpu_facts=synthetic_facts("NVIDIA B200", "Blackwell", 8, 183359), profile="minimax-m2.5")
+    assert m2["msa_jit_warm"] is False

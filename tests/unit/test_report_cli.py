@@ -49,3 +49,11 @@ def test_report_shows_accuracy_as_a_number_with_its_plot(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "accuracy 0.975 (117/120, threshold 0.90, p95 1.25s)" in out
     assert f"plot: {d / 'plot.png'}" in out
+
+
+def test_max_duration_prints_the_runtime_and_fails_over_budget(tmp_path, capsys):
+    _write(tmp_path, "20261129T100000Z", "lab1", True)  # duration_s 1.0
+    assert main(["report", "--reports", str(tmp_path), "--max-duration", "60"]) == 0
+    assert "probe set runtime: 1.0s for 1 probes (within the 60s budget)" in capsys.readouterr().out
+    assert main(["report", "--reports", str(tmp_path), "--max-duration", "0.5"]) == 1
+    assert "OVER the 0.5s budget" in capsys.readouterr().out
