@@ -335,7 +335,9 @@ def describe_sampling(model_info: dict | None, profile_sampling: dict | None = N
     SGLang's ``/model_info`` has ``preferred_sampling_params`` (``--preferred-sampling-params``);
     when it is null, ``--sampling-defaults model`` (the default) applies the model's
     ``generation_config.json``."""
-    model = dict(profile_sampling or MODEL_SAMPLING)
+    archs = (model_info or {}).get("architectures") or []
+    known = profile_sampling is not None or any("MiniMaxM3" in str(a) for a in archs)
+    model = dict(profile_sampling or MODEL_SAMPLING) if known else None
     preferred = (model_info or {}).get("preferred_sampling_params")
     if isinstance(preferred, str):
         try:
@@ -346,8 +348,10 @@ def describe_sampling(model_info: dict | None, profile_sampling: dict | None = N
         source, applied = "unknown (no /model_info)", None
     elif preferred:
         source, applied = "server --preferred-sampling-params", preferred
+    elif model is not None:
+        source, applied = "model generation_config.json (--sampling-defaults model; M3: sglang.md §6)", model
     else:
-        source, applied = "model generation_config.json (--sampling-defaults model)", model
+        source, applied = "model generation_config.json (--sampling-defaults model; values not known here)", None
     differs = {k: {"server": (applied or {}).get(k), "recipe": v}
                for k, v in RECIPE_SAMPLING_FULL.items() if applied and (applied or {}).get(k) != v}
     return {"server_defaults": applied, "source": source, "recipe": RECIPE_SAMPLING_FULL,

@@ -140,7 +140,10 @@ def test_thinking_off_never_a_silent_pass():
 
 
 def test_sampling_defaults_reported():
-    info = m3.describe_sampling({"preferred_sampling_params": None})
+    other = m3.describe_sampling({"preferred_sampling_params": None, "architectures": ["MiniMaxM2ForCausalLM"]})
+    assert other["server_defaults"] is None and "not known" in other["source"]
+    info = m3.describe_sampling({"preferred_sampling_params": None,
+                                 "architectures": ["MiniMaxM3SparseForConditionalGeneration"]})
     assert info["server_defaults"]["top_k"] == 40 and "generation_config" in info["source"]
     assert info["recipe_differs"] == {"top_k": {"server": 40, "recipe": 20}}
     info = m3.describe_sampling({"preferred_sampling_params": '{"top_k": 20, "temperature": 1.0, "top_p": 0.95}'})
