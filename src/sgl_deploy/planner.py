@@ -1056,6 +1056,8 @@ def format_plan(p: dict[str, Any]) -> str:
         ("KV capacity", f"{p['max_total_tokens']} tokens"),
         ("context length", str(p["context_length"])),
         ("parsers", f"tool {p['parsers']['tool_call']}, reasoning {p['parsers']['reasoning']}"),
+        ("recipe", f"{p.get('recipe')} cell {p['recipe_cell']}: {' '.join(p.get('recipe_args') or []) or 'no extra flags'}"
+         if p.get("recipe_cell") else f"{p.get('recipe')}: no cell, planned flags only"),
         ("readiness", f"{p['readiness_timeout_s']} s"),
         ("sglang", p["sglang_version"]),
     ]

@@ -177,3 +177,14 @@ def test_msa_warm_only_for_m3_on_blackwell():
     assert plan(gpu_facts=facts("h200-141gb-x8"))["msa_jit_warm"] is False
     m2 = plan(gpu_facts=synthetic_facts("NVIDIA B200", "Blackwell", 8, 183359), profile="minimax-m2.5")
     assert m2["msa_jit_warm"] is False
+
+
+def test_plan_cli_shows_the_cell(capsys):
+    from sgl_deploy.cli import main
+
+    xml = str(GPU / "b200-180gb-x8" / "nvidia-smi-q-x.txt")
+    assert main(["plan", "--nvidia-smi-xml", xml]) == 0
+    out = capsys.readouterr().out
+    assert "cookbook cell b200-mxfp8: --attention-backend fa4 --page-size 128" in out
+    assert main(["plan", "--nvidia-smi-xml", xml, "--recipe", "none"]) == 0
+    assert "none: no cell, planned flags only" in capsys.readouterr().out
