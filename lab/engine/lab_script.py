@@ -21,6 +21,8 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 
+import lab_solver  # sibling module: the engine and the test fixtures put lab/engine on sys.path
+
 ENGINE_NAME = "sgl-lab-engine (NOT SGLang)"
 
 FAMILY_M3 = "minimax-m3"
@@ -443,25 +445,6 @@ def tool_arguments(function: dict, question: str) -> dict:
     return args
 
 
-def format_tool_call(family: str, name: str, args: dict) -> str:
-    """A tool call in the family's raw wire format."""
-    def scalar(value) -> str:
-        return value if isinstance(value, str) else json.dumps(value)
-
-    if family == FAMILY_M3:
-        ns = M3_NS
-        lines = [f"{ns}<tool_call>", f'{ns}<invoke name="{name}">']
-        for key, value in args.items():
-            lines.append(f"{ns}<{key}>{scalar(value)}{ns}</{key}>")
-        lines += [f"{ns}</invoke>", f"{ns}</tool_call>"]
-        return "\n".join(lines)
-    lines = ["<minimax:tool_call>", f'<invoke name="{name}">']
-    for key, value in args.items():
-        lines.append(f'<parameter name="{key}">{scalar(value)}</parameter>')
-    lines += ["</invoke>", "</minimax:tool_call>"]
-    return "\n".join(lines)
-
-
 def wrap_reasoning(family: str, reasoning: str, body: str, thinking_mode: str | None) -> str:
     """Put the reasoning part in front of ``body`` the way each model family emits it.
 
@@ -505,7 +488,8 @@ def script_reply(
     """The raw text the lab "model" generates for a chat request."""
     last = messages[-1] if messages else {"role": "user", "content": ""}
     if last.get("role") == "tool":
-        result = content_text(last.get("content")).strip()
+        results = lab_solver.tool_results(messages)  # parallel calls: every result of the turn
+        result = "; ".join(content_text(m.get("content")).strip() for m in results)
         name = _tool_name_for(messages, last.get("tool_call_id")) or "the tool"
         reasoning = f"The tool {name} answered. I will report its result to the user."
         body = f"Here is what {name} returned: {result}"
@@ -527,13 +511,21 @@ def script_reply(
     if tools and tool_choice != "none":
         function = match_tool(question, tools)
         if function is not None:
-            args = tool_arguments(function, question)
+            calls = lab_solver.tool_call_arguments(function, question, tool_arguments)
             reasoning = f"The user asks something {function['name']} can answer. I will call it."
-            call = format_tool_call(family, function["name"], args)
+            call = lab_solver.format_tool_calls(family == FAMILY_M3, function["name"], calls)
             return ScriptedReply(
                 wrap_reasoning(family, reasoning, call, thinking_mode),
                 "tool_call",
-                {"name": function["name"], "arguments": args},
+                {"name": function["name"], "arguments": calls[0], "calls": calls},
+            )
+
+    if lab_solver.is_problem(question):
+        solved = lab_solver.problem_reply(question)
+        if solved is not None:
+            reasoning = "A word problem: I read the numbers and compute the result."
+            return ScriptedReply(
+                wrap_reasoning(family, reasoning, solved, thinking_mode), "answer", {"solved": True}
             )
 
     short = question if len(question) <= 60 else question[:57] + "..."

@@ -82,7 +82,8 @@ def server_argv(
     """SGLang server arguments (without the ``python -m sglang.launch_server`` prefix).
 
     Order: model, name, host/port, parallel layout, multi-node, parsers, flags, memory,
-    context, metrics, ``--config FILE``, then ``plan["extra_args"]``. ``--ep-size``,
+    context, metrics, ``--config FILE``, the recipe cell's ``plan["recipe_args"]`` (less any flag
+    the extra args set: inventory overrides win), then ``plan["extra_args"]``. ``--ep-size``,
     ``--dp-size``, ``--pp-size`` only when > 1; ``--nnodes/--node-rank/--dist-init-addr``
     only when ``nnodes > 1`` (then ``dist_init_addr`` is required).
     """
@@ -117,7 +118,19 @@ def server_argv(
         argv.append("--enable-metrics")
     if config_file:
         argv += ["--config", str(config_file)]
-    argv += _check_extra_args(plan.get("extra_args") or [])
+    extra = _check_extra_args(plan.get("extra_args") or [])
+    # the recipe cell's flags (plan["recipe_args"]); a flag the extra args set too is left out
+    extra_flags = {_flag_name(a) for a in extra if _flag_name(a)}
+    recipe = _check_extra_args(plan.get("recipe_args") or [])
+    i = 0
+    while i < len(recipe):
+        flag = _flag_name(recipe[i])
+        takes_value = flag and "=" not in recipe[i] and i + 1 < len(recipe) and not _flag_name(recipe[i + 1])
+        chunk = recipe[i:i + 2] if takes_value else recipe[i:i + 1]
+        if flag not in extra_flags:
+            argv += chunk
+        i += len(chunk)
+    argv += extra
     return argv
 
 

@@ -69,7 +69,7 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Layout:
-    """A parallel layout. ``source``: recipe | derived | override."""
+    """A parallel layout. ``source``: recipe | derived | override | cookbook cell | recipe cell."""
 
     tp: int
     ep: int = 1
@@ -159,6 +159,13 @@ class Plan:
     trust_remote_code: bool = True
     enable_metrics: bool = True
     unconfirmed: list[str] = field(default_factory=list)
+    # the recipe matrix (profile recipe_matrix): which matrix, which cell, its flags and sources
+    recipe: str = "cookbook"
+    recipe_cell: str | None = None
+    recipe_args: list[str] = field(default_factory=list)
+    recipe_sources: dict[str, str] = field(default_factory=dict)
+    # M3 on Blackwell: the MSA kernel JIT-compiles on first use; the install role warms its cache
+    msa_jit_warm: bool = False
 
 
 def plan_to_dict(plan_obj: Plan) -> dict[str, Any]:
@@ -529,6 +536,63 @@ def _sizes(
     return w_gb, w_src, kv, kv_src
 
 
+RECIPE_CHOICES = ("cookbook", "recipe", "none")
+
+
+def needs_msa_warm(gpu_architecture: str | None, architectures: list[str]) -> bool:
+    """M3's MSA kernel (fmha_sm100) is Blackwell-only and JIT-compiled on first use; a multi-GPU
+    start with a cold cache can crash a rank (sglang.md §6, production.md): warm it first."""
+    return (gpu_architecture or "").lower() == "blackwell" and any("MiniMaxM3" in a for a in architectures)
+
+
+def recipe_cell(
+    prof: Profile, recipe: str, gpu_name: str | None, variant: str, total_gpus: int
+) -> dict[str, Any] | None:
+    """The profile's ``recipe_matrix.<recipe>`` cell for this variant, GPU name and GPU count.
+
+    A cell matches when its ``variant`` (if any) is the plan's, one of its ``gpu_names`` is a
+    substring of the GPU's product name (an empty list matches any GPU) and ``gpus`` equals
+    the GPU count. ``none`` never matches."""
+    if recipe not in RECIPE_CHOICES:
+        raise PlanError(f"recipe must be one of {', '.join(RECIPE_CHOICES)} (got {recipe!r})")
+    if recipe == "none":
+        return None
+    name = (gpu_name or "").upper()
+    cells = (prof.get("recipe_matrix") or {}).get(recipe) or []
+    for i, cell in enumerate(cells):
+        if cell.get("variant") and cell["variant"] != variant:
+            continue
+        names = [str(n).upper() for n in cell.get("gpu_names") or []]
+        if names and not any(n in name for n in names):
+            continue
+        if int(cell["gpus"]) != total_gpus:
+            continue
+        key = f"recipe_matrix.{recipe}[{i}]"
+        return {**cell, "key": key, "source": prof.source(key)}
+    return None
+
+
+def recipe_args(
+    prof: Profile, cell: dict[str, Any], extra_args: list[str] | None, vision: bool
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """(argv, {flag: source}, flags dropped because the inventory's extra args set them)."""
+    extra_flags = {str(a).split("=", 1)[0] for a in extra_args or [] if str(a).startswith("--")}
+    argv: list[str] = []
+    sources: dict[str, str] = {}
+    dropped: list[str] = []
+    flags = [(f"{cell['key']}.flags[{j}]", f) for j, f in enumerate(cell.get("flags") or [])]
+    if vision:
+        flags += [(f"{cell['key']}.vision_flags[{j}]", f) for j, f in enumerate(cell.get("vision_flags") or [])]
+    for key, flag in flags:
+        arg = str(flag["arg"])
+        if arg in extra_flags:
+            dropped.append(arg)
+            continue
+        argv += [arg, str(flag["value"])]
+        sources[arg] = prof.source(key)
+    return argv, sources, dropped
+
+
 def _mem_fraction(prof: Profile, requested: float | None, reasoning: list[str], warnings: list[str]) -> float:
     """mem_fraction_static: a validated override, else the profile's."""
     if requested is not None:
@@ -600,6 +664,7 @@ def make_plan(
     node_rank: int = 0,
     dist_init_addr: str | None = None,
     extra_args: list[str] | None = None,
+    recipe: str = "cookbook",
 ) -> Plan:
     """Compute a :class:`Plan`; raise :class:`PlanError` when no valid plan exists.
 
@@ -640,7 +705,29 @@ def make_plan(
         reasoning.append("no GPU facts: GPU architecture unknown, using the profile's default variant")
 
     w_gb, w_src, kv, kv_src = _sizes(prof, var, weights_gb, weights_source, kv_gb_per_mtok, reasoning)
-    frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
+    # recipe matrix: the cell's tp/ep and mem fraction unless the inventory overrides them
+    cell = recipe_cell(prof, recipe, gpu_name, var["name"], gpn * nnodes) if nnodes == 1 else None
+    layout_override = any(v is not None for v in (tp_size, dp_size, pp_size))
+    if cell is not None:
+        reasoning.append(f"{recipe} cell {cell['cell']}: {cell.get('source')}")
+        if not layout_override:
+            tp_size = int(cell["tp"])
+            ep_size = int(cell["ep"]) if ep_size is None else ep_size
+        if mem_fraction_static is None:
+            frac = float(cell["mem_fraction_static"])
+            reasoning.append(f"mem_fraction_static {frac}: {recipe} cell {cell['cell']}")
+        else:
+            frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
+        r_args, r_sources, dropped = recipe_args(prof, cell, extra_args, bool(prof.get("vision")))
+        if dropped:
+            reasoning.append(f"{recipe} cell flags {', '.join(dropped)} left out: the inventory's extra args set them")
+    else:
+        if recipe != "none":
+            reasoning.append(
+                f"no {recipe} cell for {gpn * nnodes} x {gpu_name or 'unknown GPU'} ({var['name']}): planned flags only"
+            )
+        frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
+        r_args, r_sources = [], {}
 
     ctx = _Ctx(
         profile=prof, shape=shape, gpus_per_node=gpn, nnodes=nnodes, gpu_memory_gb=mem_gb,
@@ -648,7 +735,8 @@ def make_plan(
         reserve_gb_per_gpu=float(prof.get("runtime_reserve_gb_per_gpu")),
         min_kv_tokens=int(prof.get("min_kv_tokens")),
     )
-    layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings)
+    layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings,
+                            source=f"{recipe} cell" if cell is not None and not layout_override else "override")
     mem = ctx.memory(layout)
     _explain_memory(layout, mem, mem_gb, frac, w_gb, shape, reasoning)
 
@@ -728,6 +816,11 @@ def make_plan(
         vision=bool(prof.get("vision")),
         sampling=dict(prof.get("sampling") or {}),
         unconfirmed=unconfirmed,
+        recipe=recipe,
+        recipe_cell=cell["cell"] if cell is not None else None,
+        recipe_args=r_args,
+        recipe_sources=r_sources,
+        msa_jit_warm=needs_msa_warm(arch, list(prof.get("architectures") or [])),
     )
 
 
@@ -778,8 +871,10 @@ def _choose_layout(
     pp: int | None,
     reasoning: list[str],
     warnings: list[str],
+    source: str = "override",
 ) -> Layout:
-    """The layout: overrides validated, else the first valid candidate that fits."""
+    """The layout: overrides (or a recipe cell's tp/ep, ``source``) validated, else the first
+    valid candidate that fits."""
     total = ctx.total_gpus
     if any(v is not None for v in (tp, pp, dp)):
         dp_v = int(dp or 1)
@@ -793,7 +888,7 @@ def _choose_layout(
         else:
             tp_v = int(tp)
         ep_v = int(ep) if ep is not None else (_recipe_ep(ctx.profile, tp_v, total, ctx.nnodes) or 1)
-        layout = Layout(tp=tp_v, ep=ep_v, dp=dp_v, pp=pp_v, source="override")
+        layout = Layout(tp=tp_v, ep=ep_v, dp=dp_v, pp=pp_v, source=source)
     else:
         layout = None
         first_valid = None
@@ -846,6 +941,8 @@ def _explain_layout(ctx: _Ctx, layout: Layout, reasoning: list[str], warnings: l
         )
     elif layout.source == "override":
         reasoning.append(f"layout {layout.describe()}: override, validated against the model and SGLang rules")
+    elif layout.source.endswith(" cell"):
+        reasoning.append(f"layout {layout.describe()}: {layout.source}, validated against the model and SGLang rules")
     else:
         why = "all GPUs in one tensor-parallel group" if layout.pp == 1 else "tensor parallel inside, pipeline across"
         reasoning.append(
@@ -924,6 +1021,7 @@ ROLE_VARIABLES = {
     "served_model_name": "sglang_plan_served_model_name",
     "sglang_version": "sglang_plan_sglang_version",
     "port": "sglang_plan_port",
+    "recipe": "sglang_plan_recipe",
 }
 _OPTION_RE = re.compile(r"(?<![\w:/.-])(" + "|".join(ROLE_VARIABLES) + r")(?= [\d'\"]| must)")
 _FLAG_RE = re.compile(r"--(tp|ep|dp|pp)-size (\d+)")
@@ -958,6 +1056,8 @@ def format_plan(p: dict[str, Any]) -> str:
         ("KV capacity", f"{p['max_total_tokens']} tokens"),
         ("context length", str(p["context_length"])),
         ("parsers", f"tool {p['parsers']['tool_call']}, reasoning {p['parsers']['reasoning']}"),
+        ("recipe", f"{p.get('recipe')} cell {p['recipe_cell']}: {' '.join(p.get('recipe_args') or []) or 'no extra flags'}"
+         if p.get("recipe_cell") else f"{p.get('recipe')}: no cell, planned flags only"),
         ("readiness", f"{p['readiness_timeout_s']} s"),
         ("sglang", p["sglang_version"]),
     ]
@@ -1012,6 +1112,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             node_rank=args.node_rank,
             dist_init_addr=args.dist_init_addr,
             extra_args=args.extra_arg,
+            recipe=args.recipe,
         )
     except PlanError as exc:
         print(f"sgl-deploy plan: {exc.message}", file=sys.stderr)
@@ -1064,5 +1165,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--dist-init-addr", help="host:port of node rank 0 (multi-node)")
     p.add_argument("--extra-arg", action="append", default=[], metavar="ARG", help="extra SGLang argument (repeatable)")
+    p.add_argument("--recipe", choices=RECIPE_CHOICES, default="cookbook",
+                   help="recipe matrix cells to follow: the cookbook's, the upstream recipe's, or none "
+                        "(planned flags only); default cookbook")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=_cmd_plan)

@@ -31,9 +31,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from sgl_deploy.probe_m3 import ACCURACY_THRESHOLD, M3Probes, normalize_base_url
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
-PROBES = ("models", "chat", "streaming", "reasoning", "vision", "tools", "auth", "concurrency")
+PROBES = (
+    "models", "chat", "streaming", "reasoning", "vision", "tools", "auth", "concurrency",
+    # M3 depth (sgl_deploy.probe_m3, issue #18)
+    "multiturn", "parallel-tools", "tool-args", "thinking-off", "sampling", "accuracy",
+)
 OPTIONAL_PROBES = ("bench",)  # only with --bench
 
 # The MiniMax recipes' sampling (temperature 1.0, top_p 0.95, top_k 20 through extra_body).
@@ -87,7 +93,7 @@ VISION_QUESTION = "What colour is this image? Answer with one word."
 @dataclass
 class ProbeResult:
     name: str
-    status: str  # pass | fail | skip
+    status: str  # pass | fail | skip | warn (passes, with a known upstream problem named)
     latency_s: float | None = None
     ttft_s: float | None = None
     tokens_per_s: float | None = None
@@ -571,7 +577,7 @@ def _as_dict(obj) -> dict:
 # --------------------------------------------------------------------------- runner
 
 
-class ProbeRunner:
+class ProbeRunner(M3Probes):
     def __init__(
         self,
         base_url: str,
@@ -589,8 +595,11 @@ class ProbeRunner:
         bench_tokenizer: str | None = None,
         log: Callable[[str], None] | None = None,
         router: bool = False,
+        accuracy_threshold: float = ACCURACY_THRESHOLD,
     ):
-        self.base_url = base_url.rstrip("/")
+        # The server root: the OpenAI SDK form (.../v1) is accepted and normalised.
+        self.base_url = normalize_base_url(base_url)
+        self.accuracy_threshold = accuracy_threshold
         # Target is an sglang-router: it serves /v1/models without checking the key (upstream
         # behaviour), so the auth probe checks the generation endpoints only there.
         self.router = router
@@ -1108,7 +1117,7 @@ class ProbeRunner:
                     results.append(ProbeResult(name, "fail", detail="model name unknown (/v1/models failed; pass --model)"))
                     continue
                 try:
-                    result = getattr(self, f"probe_{name}")()
+                    result = getattr(self, "probe_" + name.replace("-", "_"))()
                 except Exception as exc:  # a probe must never take the run down
                     result = ProbeResult(name, "fail", detail=f"{type(exc).__name__}: {exc}")
                 result.detail = self.scrub(result.detail)
@@ -1234,7 +1243,8 @@ def register(subparsers) -> None:
             "3 endpoint unreachable. Never calls /server_info."
         ),
     )
-    p.add_argument("--base-url", required=True, help="e.g. http://10.0.0.5:8000 (no /v1)")
+    p.add_argument("--base-url", required=True,
+                   help="server root or its OpenAI /v1 form, e.g. http://10.0.0.5:8000 or http://10.0.0.5:8000/v1")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key", help="API key (prefer --api-key-file or env SGL_API_KEY)")
     key.add_argument("--api-key-file", help="file holding the API key")
@@ -1254,6 +1264,8 @@ def register(subparsers) -> None:
                    help="vision probe: auto = when /model_info has_image_understanding")
     p.add_argument("--image-url", help="also ask about this remote image URL (answer must be non-empty)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel requests (default 8)")
+    p.add_argument("--accuracy-threshold", type=float, default=ACCURACY_THRESHOLD,
+                   help=f"accuracy probe: minimum share of correct answers (default {ACCURACY_THRESHOLD})")
     p.add_argument("--bench", action="store_true", help="also run sglang.benchmark.serving")
     p.add_argument("--bench-python", help="python of a venv with sglang (for --bench)")
     p.add_argument("--bench-num-prompts", type=int, default=16)
@@ -1270,6 +1282,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         api_key = read_api_key(args.api_key, args.api_key_file)
         if args.timeout <= 0 or args.concurrency < 1 or args.max_tokens < 1:
             raise UsageError("--timeout, --concurrency and --max-tokens must be positive")
+        if not 0.0 <= args.accuracy_threshold <= 1.0:
+            raise UsageError("--accuracy-threshold must be between 0 and 1")
         if not args.base_url.startswith(("http://", "https://")):
             raise UsageError("--base-url must start with http:// or https://")
     except UsageError as exc:
@@ -1286,7 +1300,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         vision=args.vision, image_url=args.image_url, concurrency=args.concurrency,
         max_tokens=args.max_tokens, bench_python=args.bench_python,
         bench_num_prompts=args.bench_num_prompts, bench_tokenizer=args.bench_tokenizer, log=log,
-        router=args.router,
+        router=args.router, accuracy_threshold=args.accuracy_threshold,
     )
     try:
         result = runner.run(selected)

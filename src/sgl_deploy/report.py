@@ -3,7 +3,7 @@
 The report is a plain dict (see ``build_report``) so it round-trips through JSON:
 
     {"base_url", "model", "started_at", "duration_s", "passed": bool,
-     "probes": [{"name", "status": "pass|fail|skip", "latency_s", "ttft_s",
+     "probes": [{"name", "status": "pass|fail|skip|warn", "latency_s", "ttft_s",
                  "tokens_per_s", "detail", "data": {...}}],
      "requests": [{"probe", "start_s", "latency_s", "ok"}],   # one per HTTP request
      "error": "..."}                                           # only when no probe could run
@@ -69,6 +69,18 @@ def _fmt_rate(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def accuracy_line(report: dict) -> str | None:
+    """``accuracy 0.983 (118/120, threshold 0.90, p95 1.2s)`` when the run has an accuracy probe."""
+    probe = next((p for p in report.get("probes", []) if p["name"] == "accuracy"), None)
+    data = (probe or {}).get("data") or {}
+    if "accuracy" not in data:
+        return None
+    p95 = data.get("p95_s")
+    line = (f"accuracy {data['accuracy']:.3f} ({data.get('correct')}/{data.get('problems')}, "
+            f"threshold {data.get('threshold', 0):.2f}, p95 {'-' if p95 is None else f'{p95:.2f}s'})")
+    return line
+
+
 def format_table(report: dict, detail_width: int = 100) -> str:
     """The human table: probe, result, latency, TTFT, tokens/s, detail."""
     rows = [("probe", "result", "latency", "TTFT", "tok/s", "detail")]
@@ -86,6 +98,9 @@ def format_table(report: dict, detail_width: int = 100) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+    accuracy = accuracy_line(report)
+    if accuracy:
+        lines.append(accuracy)
     summary = "PASSED" if report.get("passed") else "FAILED"
     failed = failed_probes(report)
     if failed:
@@ -127,6 +142,8 @@ def junit_xml(report: dict) -> str:
             ET.SubElement(case, "failure", message=p.get("detail") or "failed").text = p.get("detail")
         elif p["status"] == "skip":
             ET.SubElement(case, "skipped", message=p.get("detail") or "skipped")
+        elif p["status"] == "warn":  # passes, with a known upstream problem named
+            ET.SubElement(case, "system-out").text = "WARN: " + (p.get("detail") or "")
         else:
             ET.SubElement(case, "system-out").text = p.get("detail") or ""
     root = ET.Element("testsuites")
@@ -200,15 +217,26 @@ def latest_run_dir(root: str) -> str | None:
     return os.path.join(root, runs[0]) if runs else None
 
 
-def summarize_run(run_dir: str) -> tuple[str, bool]:
-    """Text of every target's table in a run folder, and whether all of them passed."""
+def summarize_run(run_dir: str, max_duration_s: float | None = None) -> tuple[str, bool]:
+    """Text of every target's table in a run folder, and whether all of them passed (and, with
+    ``max_duration_s``, ran within that many seconds)."""
     parts, ok = [], True
     targets = sorted(t for t in os.listdir(run_dir) if os.path.isfile(os.path.join(run_dir, t, "report.json")))
     for target in targets:
         with open(os.path.join(run_dir, target, "report.json"), encoding="utf-8") as fh:
             report = json.load(fh)
         ok = ok and bool(report.get("passed"))
-        parts.append(f"== {target} ==\n{format_table(report)}")
+        text = format_table(report)
+        plot = os.path.join(run_dir, target, "plot.png")
+        if os.path.isfile(plot):
+            text += f"\nplot: {plot}"
+        if max_duration_s is not None:
+            took = float(report.get("duration_s") or 0)
+            within = took < max_duration_s
+            ok = ok and within
+            text += (f"\nprobe set runtime: {took:.1f}s for {len(report.get('probes') or [])} probes "
+                     f"({'within' if within else 'OVER'} the {max_duration_s:g}s budget)")
+        parts.append(f"== {target} ==\n{text}")
     if not targets:
         return f"no report.json under {run_dir}", False
     verdict = "ALL PASSED" if ok else "SOME FAILED"
@@ -221,7 +249,7 @@ def _cmd_report(args) -> int:
     if not run_dir or not os.path.isdir(run_dir):
         print(f"sgl-deploy report: no probe run under {args.reports} (run site.yml or playbooks/probe.yml first)")
         return 2
-    text, ok = summarize_run(run_dir)
+    text, ok = summarize_run(run_dir, args.max_duration)
     print(text)
     return 0 if ok else 1
 
@@ -233,4 +261,6 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", nargs="?", help="a run folder (reports/<UTC stamp>); default: the newest")
     p.add_argument("--reports", default="reports", help="root of the probe reports (default: reports)")
+    p.add_argument("--max-duration", type=float, metavar="S",
+                   help="also print each probe run's runtime and exit 1 when one took S seconds or more")
     p.set_defaults(func=_cmd_report)

@@ -87,8 +87,8 @@ def test_tool_call_m3_and_m2():
     question = "What's the weather like in San Francisco, CA today? Use celsius."
     m3 = ls.script_reply(ls.FAMILY_M3, user(question), [WEATHER_TOOL])
     assert m3.kind == "tool_call"
-    assert m3.detail == {"name": "get_weather",
-                         "arguments": {"location": "San Francisco, CA", "unit": "celsius"}}
+    args = {"location": "San Francisco, CA", "unit": "celsius"}
+    assert m3.detail == {"name": "get_weather", "arguments": args, "calls": [args]}
     ns = ls.M3_NS
     assert f'{ns}<tool_call>\n{ns}<invoke name="get_weather">\n{ns}<location>San Francisco, CA{ns}</location>' in m3.text
     assert m3.text.endswith(f"{ns}</invoke>\n{ns}</tool_call>")

@@ -55,9 +55,14 @@ def test_healthy_fake_passes_everything(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "fault, expected",
     [
-        ("bad-tool-json", {"tools"}),
-        ("think-leak", {"reasoning"}),
+        # every probe that reads tool-call arguments / the reasoning split sees these
+        ("bad-tool-json", {"tools", "parallel-tools", "tool-args"}),
+        ("think-leak", {"reasoning", "multiturn"}),
         ("no-auth", {"auth"}),
+        ("stray-think-close", {"multiturn"}),
+        ("parallel-merged", {"parallel-tools"}),
+        ("stream-args-dup", {"tool-args"}),
+        ("accuracy-60", {"accuracy"}),
     ],
 )
 def test_fault_fails_exactly_its_probe(tmp_path, monkeypatch, fault, expected):
@@ -91,8 +96,8 @@ def test_stalled_stream_fails_by_timeout_not_hang(tmp_path, monkeypatch):
         code, report, _ = run_cli(tmp_path, server.base_url, "--timeout", "2", monkeypatch=monkeypatch)
         elapsed = time.monotonic() - start
     assert code == 1
-    # the tools probe streams a tool call too, so it fails with streaming
-    assert failed(report) == {"streaming", "tools"}
+    # the tools and tool-args probes stream a tool call too, so they fail with streaming
+    assert failed(report) == {"streaming", "tools", "tool-args"}
     streaming = next(p for p in report["probes"] if p["name"] == "streaming")
     assert "Timeout" in streaming["detail"]
     assert elapsed < 20, f"runner took {elapsed:.1f}s: it waited on the stalled stream"
@@ -210,3 +215,72 @@ def test_a_connection_error_on_the_retry_too_fails_the_probe(tmp_path, monkeypat
     assert result.status == "fail"
     assert "RemoteProtocolError" in result.detail
     assert Dropping.calls == 8  # 4 checks, each tried twice, never more
+
+
+def test_stray_think_close_detail_names_turn_2(tmp_path, monkeypatch):
+    with FakeServer(faults=["stray-think-close"], api_key=API_KEY) as server:
+        _, report, _ = run_cli(tmp_path, server.base_url, "--only", "multiturn", monkeypatch=monkeypatch)
+    detail = report["probes"][0]["detail"]
+    assert detail.startswith("turn 2:") and "</mm:think>" in detail
+
+
+def test_merged_parallel_calls_detail(tmp_path, monkeypatch):
+    with FakeServer(faults=["parallel-merged"], api_key=API_KEY) as server:
+        _, report, _ = run_cli(tmp_path, server.base_url, "--only", "parallel-tools", monkeypatch=monkeypatch)
+    assert "1 tool call(s), want 2" in report["probes"][0]["detail"]
+
+
+def test_duplicated_stream_args_detail(tmp_path, monkeypatch):
+    with FakeServer(faults=["stream-args-dup"], api_key=API_KEY) as server:
+        _, report, _ = run_cli(tmp_path, server.base_url, "--only", "tool-args", monkeypatch=monkeypatch)
+    detail = report["probes"][0]["detail"]
+    assert detail.startswith("streamed:") and "duplicated" in detail
+
+
+def test_accuracy_at_60_percent_fails_and_reports_the_number(tmp_path, monkeypatch):
+    with FakeServer(faults=["accuracy-60"], api_key=API_KEY) as server:
+        code, report, junit = run_cli(tmp_path, server.base_url, "--only", "accuracy", monkeypatch=monkeypatch)
+    probe = report["probes"][0]
+    assert code == 1 and probe["status"] == "fail"
+    assert 0.5 <= probe["data"]["accuracy"] <= 0.7, probe["data"]
+    assert probe["data"]["problems"] >= 100 and probe["data"]["concurrency"] == 8
+    assert probe["data"]["p95_s"] is not None
+
+
+def test_accuracy_threshold_is_a_variable(tmp_path, monkeypatch):
+    with FakeServer(faults=["accuracy-60"], api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "accuracy",
+                                  "--accuracy-threshold", "0.5", monkeypatch=monkeypatch)
+    assert code == 0 and report["probes"][0]["data"]["threshold"] == 0.5
+
+
+def test_thinking_ignored_warns_naming_the_upstream_issue(tmp_path, monkeypatch):
+    with FakeServer(faults=["thinking-ignored"], api_key=API_KEY) as server:
+        code, report, junit = run_cli(tmp_path, server.base_url, "--only", "thinking-off", monkeypatch=monkeypatch)
+    probe = report["probes"][0]
+    assert probe["status"] == "warn" and "sglang#32276" in probe["detail"]
+    assert code == 0 and report["passed"] is True  # a warning, not a failure
+    case = next(ET.parse(junit).getroot().iter("testcase"))
+    assert "WARN" in case.find("system-out").text and "sglang#32276" in case.find("system-out").text
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/"])
+def test_v1_base_url_against_a_strict_server(tmp_path, monkeypatch, suffix):
+    with FakeServer(api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url + suffix, "--only", "models,chat",
+                                  monkeypatch=monkeypatch)
+        paths = [path for _, path in server.requests]
+    assert code == 0, report
+    assert report["base_url"] == server.base_url  # the normalised root
+    assert "/v1/models" in paths and not any(p.startswith("/v1/v1") for p in paths)
+
+
+def test_the_strict_server_refuses_a_doubled_v1(tmp_path, monkeypatch):
+    """Without normalisation the /v1 form fails: the fixture really is strict."""
+    from sgl_deploy import probe
+
+    monkeypatch.setattr(probe, "normalize_base_url", lambda url: url.rstrip("/"))
+    with FakeServer(api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url + "/v1", "--only", "models",
+                                  monkeypatch=monkeypatch)
+    assert code == 1 and "404" in report["probes"][0]["detail"]
