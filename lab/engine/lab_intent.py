@@ -8,6 +8,7 @@ This module does that with rules, small and deterministic:
   vocabulary table (``VOCABULARY``: English and Chinese terms per topic);
 * the tool sharing the most topics with the question is chosen; a tool whose name words appear
   in the question literally still counts (a tool outside the table, e.g. ``lookup_inventory``);
+* an image description names the colour in the question's language (Chinese: both scripts);
 * arguments come from the question: a place (the capitalised words after "in/for/at", else a
   known name in either script, else the Chinese words before 天气/气温), and enum values named in either script.
 
@@ -21,7 +22,8 @@ import re
 # The one vocabulary table: (kind, canonical value, terms in questions/names/descriptions).
 # kind "topic": what a question is about and what a tool does; "enum": a value a question can
 # ask for (matched against a tool's enum options by canonical value); "place": a place name
-# (the question's own spelling is kept as the argument). Terms are lower case; a term of ASCII
+# (the question's own spelling is kept as the argument); "colour": how an image's colour is
+# named in each language. Terms are lower case; a term of ASCII
 # letters matches at a word start, any other term as a substring.
 VOCABULARY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("topic", "weather", ("weather", "forecast", "temperature", "rain", "snow", "sunny", "climate",
@@ -38,6 +40,17 @@ VOCABULARY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("topic", "map", ("route", "directions", "distance", "navigate", "路线", "导航", "距离")),
     ("enum", "celsius", ("celsius", "centigrade", "°c", "摄氏")),
     ("enum", "fahrenheit", ("fahrenheit", "°f", "华氏")),
+    ("colour", "red", ("red", "红")),
+    ("colour", "green", ("green", "绿")),
+    ("colour", "blue", ("blue", "蓝")),
+    ("colour", "yellow", ("yellow", "黄")),
+    ("colour", "white", ("white", "白")),
+    ("colour", "black", ("black", "黑")),
+    ("colour", "orange", ("orange", "橙")),
+    ("colour", "purple", ("purple", "紫")),
+    ("colour", "cyan", ("cyan", "青")),
+    ("colour", "magenta", ("magenta", "品红")),
+    ("colour", "gray", ("gray", "grey", "灰")),
     ("place", "Beijing", ("beijing", "peking", "北京")),
     ("place", "Shanghai", ("shanghai", "上海")),
     ("place", "Guangzhou", ("guangzhou", "广州")),
@@ -137,3 +150,17 @@ def mentioned_options(options: list[str], question: str) -> list[str]:
     low = (question or "").lower()
     asked = set(terms_in(question, "enum"))
     return [o for o in options if str(o).lower() in low or str(o).lower() in asked]
+
+
+def is_chinese(text: str) -> bool:
+    return re.search(r"[\u4e00-\u9fff]", text or "") is not None
+
+
+def describe_colour(colour: str, question: str) -> str:
+    """An image's description: the colour word (English), or a Chinese sentence naming the colour
+    in both scripts when the question is Chinese."""
+    if not is_chinese(question):
+        return colour.capitalize()
+    names = next((terms for kind, value, terms in VOCABULARY if kind == "colour" and value == colour), ())
+    chinese = next((t for t in names if not t.isascii()), colour)
+    return f"这张图片是一整块纯{chinese}色（{colour}），没有其他内容。"

@@ -504,7 +504,7 @@ def script_reply(
         colour = dominant_colour(image_loader(images[0]))
         reasoning = "The user sent an image. Its dominant colour decides the answer."
         return ScriptedReply(
-            wrap_reasoning(family, reasoning, colour.capitalize(), thinking_mode),
+            wrap_reasoning(family, reasoning, lab_intent.describe_colour(colour, question), thinking_mode),
             "vision",
             {"colour": colour},
         )

@@ -92,6 +92,21 @@ def test_a_name_outside_the_table_still_matches_literally():
 
 def test_vocabulary_is_one_table_of_known_kinds():
     kinds = {kind for kind, _, _ in lab_intent.VOCABULARY}
-    assert kinds == {"topic", "enum", "place"}
+    assert kinds == {"topic", "enum", "place", "colour"}
     for _, _, terms in lab_intent.VOCABULARY:
         assert terms and all(t == t.lower() for t in terms)
+
+
+def test_image_description_in_the_questions_language():
+    from sgl_deploy.probe import png_data_url
+
+    def describe(text):
+        content = [{"type": "text", "text": text},
+                   {"type": "image_url", "image_url": {"url": png_data_url((220, 20, 20), 16)}}]
+        reply = ls.script_reply(ls.FAMILY_M3, [{"role": "user", "content": content}], thinking_mode="disabled")
+        assert reply.kind == "vision"
+        return reply.text
+
+    assert describe("What colour is this image? Answer with one word.") == "Red"
+    chinese = describe("请描述这张图片中的内容。")
+    assert "红色" in chinese and "red" in chinese and "绿" not in chinese
