@@ -71,7 +71,8 @@ _NAME_STOPWORDS = {"get", "set", "fetch", "do", "run", "call", "the", "a", "an",
 _LOCATION_RE = re.compile(r"\b(?:in|for|at)\s+([A-Z][\w.'-]*(?:(?:\s+|,\s*)[A-Z][\w.'-]*)*)")
 _ZH_PLACE_RE = re.compile(
     r"([\u4e00-\u9fff]{2,8}?)(?:今天|明天|后天|现在|目前|本周|这周|的)*(?:天气|气温|温度)")
-_ZH_FILLER = ("请问", "请", "问一下", "帮我查", "帮我", "查一下", "查询", "告诉我", "我想知道", "想知道", "一下")
+_ZH_FILLER = ("请问", "请", "问一下", "帮我查", "帮我", "查一下", "查询", "告诉我", "我想知道", "想知道", "一下",
+              "今天", "明天", "后天", "现在", "目前")
 
 
 def _find_term(text: str, term: str) -> int:

@@ -51,6 +51,7 @@ def user(text):
     ("How is the weather today in Celsius for Beijing?", "Beijing"),
     ("成都明天的天气如何？", "成都"),
     ("请问成都的天气", "成都"),
+    ("今天成都天气怎么样？", "成都"),
     ("What's the weather like in San Francisco, CA today?", "San Francisco"),
     ("Is it going to rain in Austin?", "Austin"),
 ])
