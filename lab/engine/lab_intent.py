@@ -8,6 +8,8 @@ This module does that with rules, small and deterministic:
   vocabulary table (``VOCABULARY``: English and Chinese terms per topic);
 * the tool sharing the most topics with the question is chosen; a tool whose name words appear
   in the question literally still counts (a tool outside the table, e.g. ``lookup_inventory``);
+* a request for a task the rules cannot compute but know (``TASK_ANSWERS``: a binary search
+  tree) gets that answer, in the question's language;
 * an image description names the colour in the question's language (Chinese: both scripts);
 * arguments come from the question: a place (the capitalised words after "in/for/at", else a
   known name in either script, else the Chinese words before 天气/气温), and enum values named in either script.
@@ -38,6 +40,7 @@ VOCABULARY: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("topic", "currency", ("currency", "exchange rate", "convert money", "汇率", "换算", "货币")),
     ("topic", "news", ("news", "headline", "新闻", "头条")),
     ("topic", "map", ("route", "directions", "distance", "navigate", "路线", "导航", "距离")),
+    ("topic", "bst", ("binary search tree", "bst", "二叉搜索树", "二叉查找树", "二叉排序树")),
     ("enum", "celsius", ("celsius", "centigrade", "°c", "摄氏")),
     ("enum", "fahrenheit", ("fahrenheit", "°f", "华氏")),
     ("colour", "red", ("red", "红")),
@@ -165,3 +168,68 @@ def describe_colour(colour: str, question: str) -> str:
     names = next((terms for kind, value, terms in VOCABULARY if kind == "colour" and value == colour), ())
     chinese = next((t for t in names if not t.isascii()), colour)
     return f"这张图片是一整块纯{chinese}色（{colour}），没有其他内容。"
+
+
+_BST_CODE = """```python
+class Node:
+    def __init__(self, key):
+        self.key, self.left, self.right = key, None, None
+
+
+class BST:
+    def __init__(self):
+        self.root = None
+
+    def insert(self, key):
+        self.root = self._insert(self.root, key)
+
+    def _insert(self, node, key):
+        if node is None:
+            return Node(key)
+        if key < node.key:
+            node.left = self._insert(node.left, key)
+        elif key > node.key:
+            node.right = self._insert(node.right, key)
+        return node
+
+    def search(self, key):
+        node = self.root
+        while node is not None and node.key != key:
+            node = node.left if key < node.key else node.right
+        return node is not None
+
+    def delete(self, key):
+        self.root = self._delete(self.root, key)
+
+    def _delete(self, node, key):
+        if node is None:
+            return None
+        if key < node.key:
+            node.left = self._delete(node.left, key)
+        elif key > node.key:
+            node.right = self._delete(node.right, key)
+        elif node.left is None or node.right is None:
+            return node.left or node.right
+        else:
+            successor = node.right
+            while successor.left is not None:
+                successor = successor.left
+            node.key = successor.key
+            node.right = self._delete(node.right, successor.key)
+        return node
+```"""
+
+# Answers to tasks the rules know but cannot compute, by topic: (English, Chinese).
+TASK_ANSWERS = {
+    "bst": (f"A binary search tree with insert, search and delete:\n\n{_BST_CODE}",
+            f"下面是一个二叉搜索树的 Python 实现，包含插入、查找和删除操作：\n\n{_BST_CODE}"),
+}
+
+
+def task_answer(question: str) -> str | None:
+    """The known answer to the question's task, in its language (None: no known task)."""
+    for topic in terms_in(question, "topic"):
+        if topic in TASK_ANSWERS:
+            english, chinese = TASK_ANSWERS[topic]
+            return chinese if is_chinese(question) else english
+    return None

@@ -524,7 +524,8 @@ def script_reply(
     short = question if len(question) <= 60 else question[:57] + "..."
     reasoning = f"The user asked: {short} I will answer briefly."
     return ScriptedReply(
-        wrap_reasoning(family, reasoning, rule_answer(question), thinking_mode), "answer"
+        wrap_reasoning(family, reasoning, lab_intent.task_answer(question) or rule_answer(question),
+                       thinking_mode), "answer"
     )
 
 

@@ -89,6 +89,10 @@ def test_m3_examples_exit_0(engines):
         assert proc.returncode == 0, f"{name}: {proc.stdout}\n{proc.stderr}"
     tool = run_example("tool_calling", engine.base_url, "MiniMax-M3")
     assert "Function called: get_weather" in tool.stdout and "北京" in tool.stdout
+    code = run_example("streaming", engine.base_url, "MiniMax-M3").stdout
+    assert "class BST" in code and "def delete(self, key):" in code and "<mm:think>" not in code
+    vision = run_example("vision", engine.base_url, "MiniMax-M3").stdout
+    assert "红色" in vision
 
 
 def test_m3_recipe_suite_passes(engines, tmp_path, capsys):

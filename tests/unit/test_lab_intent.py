@@ -111,3 +111,19 @@ def test_image_description_in_the_questions_language():
     assert describe("What colour is this image? Answer with one word.") == "Red"
     chinese = describe("请描述这张图片中的内容。")
     assert "红色" in chinese and "red" in chinese and "绿" not in chinese
+
+
+def test_a_known_task_is_answered_in_the_questions_language():
+    zh = ls.script_reply(ls.FAMILY_M3, user("请用 Python 实现一个二叉搜索树，包含插入、查找和删除操作。"),
+                         thinking_mode="disabled")
+    assert zh.kind == "answer" and zh.text.startswith("下面是一个二叉搜索树")
+    namespace = {}
+    exec(zh.text.split("```python")[1].split("```")[0], namespace)  # the code works
+    tree = namespace["BST"]()
+    for key in (5, 3, 8, 1, 4):
+        tree.insert(key)
+    tree.delete(3)
+    assert tree.search(4) and not tree.search(3)
+    en = ls.script_reply(ls.FAMILY_M3, user("Implement a binary search tree in Python"), thinking_mode="disabled")
+    assert en.text.startswith("A binary search tree")
+    assert lab_intent.task_answer("What is 2+2?") is None
