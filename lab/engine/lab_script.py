@@ -21,7 +21,8 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 
-import lab_solver  # sibling module: the engine and the test fixtures put lab/engine on sys.path
+import lab_intent  # sibling modules: the engine and the test fixtures put lab/engine on sys.path
+import lab_solver
 
 ENGINE_NAME = "sgl-lab-engine (NOT SGLang)"
 
@@ -347,11 +348,7 @@ _WORD_RE = re.compile(
     re.IGNORECASE,
 )
 _SAY_RE = re.compile(r"\bsay\s+(?:the\s+word\s+)?[\"'“]?([A-Za-z0-9_-]+)", re.IGNORECASE)
-_LOCATION_RE = re.compile(
-    r"\b(?:in|for|at)\s+([A-Z][\w.'-]*(?:(?:\s+|,\s*)[A-Z][\w.'-]*)*)"
-)
 _CAPITALS = {"france": "Paris", "germany": "Berlin", "japan": "Tokyo", "italy": "Rome"}
-_STOPWORDS = {"get", "set", "fetch", "do", "run", "call", "the", "a", "an", "current", "info"}
 _FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit".split()
 
 
@@ -386,24 +383,12 @@ def rule_answer(question: str) -> str:
 
 
 def match_tool(question: str, tools: list[dict]) -> dict | None:
-    """The first tool whose name (minus verbs like get_) is mentioned in the question."""
-    low = question.lower()
-    for tool in tools or []:
-        function = tool.get("function") or {}
-        words = [
-            w for w in re.split(r"[_\W]+", str(function.get("name", "")).lower()) if w
-        ]
-        keys = [w for w in words if w not in _STOPWORDS] or words
-        if keys and any(re.search(rf"\b{re.escape(k)}", low) for k in keys):
-            return function
-    return None
+    """The tool the question's intent asks for (lab_intent: name and description, en + zh)."""
+    return lab_intent.choose_tool(question, tools)
 
 
 def extract_location(question: str) -> str:
-    match = _LOCATION_RE.search(question)
-    if match:
-        return match.group(1).rstrip(" ,.")
-    return "Unknown"
+    return lab_intent.extract_location(question)
 
 
 def tool_arguments(function: dict, question: str) -> dict:
@@ -411,13 +396,12 @@ def tool_arguments(function: dict, question: str) -> dict:
     schema = function.get("parameters") or {}
     props = schema.get("properties") or {}
     required = set(schema.get("required") or [])
-    low = question.lower()
     args: dict = {}
     for name, prop in props.items():
         prop = prop or {}
         if "enum" in prop:
             options = [str(o) for o in prop["enum"]]
-            mentioned = [o for o in options if o.lower() in low]
+            mentioned = lab_intent.mentioned_options(options, question)
             if mentioned:
                 args[name] = mentioned[0]
             elif "celsius" in options:
@@ -503,7 +487,7 @@ def script_reply(
         colour = dominant_colour(image_loader(images[0]))
         reasoning = "The user sent an image. Its dominant colour decides the answer."
         return ScriptedReply(
-            wrap_reasoning(family, reasoning, colour.capitalize(), thinking_mode),
+            wrap_reasoning(family, reasoning, lab_intent.describe_colour(colour, question), thinking_mode),
             "vision",
             {"colour": colour},
         )
@@ -531,7 +515,8 @@ def script_reply(
     short = question if len(question) <= 60 else question[:57] + "..."
     reasoning = f"The user asked: {short} I will answer briefly."
     return ScriptedReply(
-        wrap_reasoning(family, reasoning, rule_answer(question), thinking_mode), "answer"
+        wrap_reasoning(family, reasoning, lab_intent.task_answer(question) or rule_answer(question),
+                       thinking_mode), "answer"
     )
 
 

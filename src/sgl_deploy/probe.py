@@ -1251,6 +1251,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="served model name (default: first id of /v1/models)")
     p.add_argument("--router", action="store_true",
                    help="the target is an sglang-router (auth: its /v1/models is open upstream)")
+    p.add_argument("--suite", choices=("default", "recipe"), default="default",
+                   help="default: the capability probes; recipe: the upstream tutorial's four client "
+                        "requests (chat, streaming, tools, image; see examples/ and recipe_suite.py)")
     p.add_argument("--only", help=f"comma list of probes to run ({','.join(PROBES + OPTIONAL_PROBES)})")
     p.add_argument("--skip", help="comma list of probes to skip")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
@@ -1278,7 +1281,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from sgl_deploy import report
 
     try:
-        selected = select_probes(args.only, args.skip, args.bench)
+        if args.suite == "recipe":
+            from sgl_deploy import recipe_suite
+
+            selected = recipe_suite.select_probes(args.only, args.skip, args.bench)
+            runner_class = recipe_suite.RecipeRunner
+        else:
+            selected = select_probes(args.only, args.skip, args.bench)
+            runner_class = ProbeRunner
         api_key = read_api_key(args.api_key, args.api_key_file)
         if args.timeout <= 0 or args.concurrency < 1 or args.max_tokens < 1:
             raise UsageError("--timeout, --concurrency and --max-tokens must be positive")
@@ -1294,7 +1304,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    runner = ProbeRunner(
+    runner = runner_class(
         base_url=args.base_url, api_key=api_key, model=args.model, timeout=args.timeout,
         reasoning_parser=args.reasoning_parser, tool_call_parser=args.tool_call_parser,
         vision=args.vision, image_url=args.image_url, concurrency=args.concurrency,
