@@ -124,6 +124,17 @@ def choose_tool(question: str, tools: list[dict] | None) -> dict | None:
     return best
 
 
+def extract_locations(question: str) -> list[str]:
+    """Every place the question names (``in Paris and in Tokyo`` -> [Paris, Tokyo]; enum words such
+    as "in Celsius" are not places); one place (or none) when only the table or Chinese rules find it."""
+    found = [m.group(1).rstrip(" ,.") for m in _LOCATION_RE.finditer(question or "")]
+    found = [c for c in found if not terms_in(c, "enum")]
+    if found:
+        return found
+    one = extract_location(question)
+    return [] if one == "Unknown" else [one]
+
+
 def extract_location(question: str) -> str:
     """The place the question names, in the question's own spelling ("Unknown" if none)."""
     text = question or ""

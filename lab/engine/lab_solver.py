@@ -110,7 +110,6 @@ def problem_reply(question: str) -> str | None:
 
 # --------------------------------------------------------------------------- tool arguments
 
-_LOCATION_RE = re.compile(r"\b(?:in|for)\s+([A-Z][\w.'-]*(?:(?:\s+|,\s*)[A-Z][\w.'-]*)*)")
 _TITLE_RE = re.compile(r"\b(?:titled|called|named)\s+(.+?)(?=\s+with\b|\s+on\b|\s+at\b|[.?!]|$)")
 _NAMES_RE = re.compile(r"\bwith\s+([A-Z]\w*(?:\s*,\s*[A-Z]\w*)*(?:\s*,?\s+and\s+[A-Z]\w*)?)")
 _AT_HOUR_RE = re.compile(r"\bat\s+(\d{1,2})\b")
@@ -118,8 +117,10 @@ _NUMBER_RE = re.compile(r"-?\d+")
 
 
 def locations(question: str) -> list[str]:
-    """Every place the question names (``in Paris and in Tokyo`` -> [Paris, Tokyo])."""
-    return [m.rstrip(" ,.") for m in _LOCATION_RE.findall(question)]
+    """Every place the question names (lab_intent owns the place vocabulary and rules)."""
+    import lab_intent  # sibling module (lab/engine is on sys.path wherever this one is imported)
+
+    return lab_intent.extract_locations(question)
 
 
 def _location_param(function: dict) -> str | None:
