@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+"""sgl_validate_fleet: validate every host of the run on the controller, before any host task.
+
+Run once (``run_once: true``) in the first play of every playbook (playbooks/validate.yml). For
+each host of the run (``ansible_play_hosts_all``, so ``--limit`` applies) it merges the defaults
+of the roles that run on the host's groups (sgl_deploy.validate.ROLE_GROUPS) under the host's
+variables (inventory, group_vars, host_vars, -e), templates what can be templated (values that
+need facts of a later phase, such as ``sglang_plan_result``, are skipped), checks each role's
+``meta/argument_specs.yml`` (entry point ``main``) with Ansible's ``ArgumentSpecValidator`` and
+then the semantic rules of ``sgl_deploy.validate``. It never contacts a host.
+
+Fails with every problem of every host, one per line (host, variable, value, problem, fix).
+Returns: hosts (how many were checked), problems (the list), elapsed_s.
+
+Task arguments:
+  hosts   hosts to check (default: ansible_play_hosts_all)
+  roles_dir  where the roles are (default: <playbook_dir>/../roles, else ./roles)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+try:
+    from sgl_deploy import validate as _validate
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
+    from sgl_deploy import validate as _validate
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def _role_data(self, roles_dir: str) -> dict:
+        """role -> (options of entry point main, defaults, vars) read from the role's files."""
+        data = {}
+        for role in _validate.ROLE_GROUPS:
+            base = os.path.join(roles_dir, role)
+            spec = self._loader.load_from_file(os.path.join(base, "meta", "argument_specs.yml")) or {}
+            options = ((spec.get("argument_specs") or {}).get("main") or {}).get("options") or {}
+            layers = []
+            for sub in ("defaults", "vars"):
+                path = os.path.join(base, sub, "main.yml")
+                if os.path.exists(path):
+                    layers.append(self._loader.load_from_file(path, trusted_as_template=True) or {})
+            data[role] = (options, layers[0] if layers else {}, layers[1] if len(layers) > 1 else {})
+        return data
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        started = time.monotonic()
+        playbook_dir = task_vars.get("playbook_dir") or os.getcwd()
+        roles_dir = self._task.args.get("roles_dir") or next(
+            (d for d in (os.path.join(playbook_dir, "..", "roles"), os.path.join(playbook_dir, "roles"))
+             if os.path.isdir(d)), "roles")
+        hosts = list(self._task.args.get("hosts") or task_vars.get("ansible_play_hosts_all") or [])
+        groups = {k: list(v) for k, v in (task_vars.get("groups") or {}).items()}
+        hostvars = task_vars["hostvars"]
+        roles = self._role_data(roles_dir)
+        member_of = {}
+        for group, members in groups.items():
+            for h in members:
+                member_of.setdefault(h, set()).add(group)
+
+        resolved = {}
+        spec_problems = []
+        for host in hosts:
+            host_groups = member_of.get(host, set())
+            host_roles = [r for r, g in _validate.ROLE_GROUPS.items() if g in host_groups]
+            raw = dict(hostvars.raw_get(host))
+            merged = {}
+            names = set()
+            for role in host_roles:
+                options, defaults, role_vars = roles[role]
+                merged.update(role_vars)
+                merged.update(defaults)
+                names.update(options)
+                names.update(defaults)
+            merged.update(raw)
+            # the magic variables of a play on this host that role defaults use
+            merged.setdefault("inventory_hostname", host)
+            merged.setdefault("playbook_dir", playbook_dir)
+            merged.setdefault("ansible_play_hosts_all", hosts)
+            merged.setdefault("ansible_play_hosts", hosts)
+            merged.setdefault("groups", groups)
+            merged.setdefault("hostvars", hostvars)
+            merged.setdefault("ansible_playbook_python", sys.executable)
+            prefixes = tuple(f"{_validate.ROLE_PREFIXES[r]}_" for r in host_roles)
+            names.update(k for k in raw if prefixes and k.startswith(prefixes))
+            templar = self._templar.copy_with_new_env(available_variables=merged)
+            values = {}
+            for name in names:
+                if name not in merged:
+                    continue
+                try:
+                    values[name] = templar.template(merged[name])
+                except AnsibleError:
+                    continue  # needs a fact of a later phase (sglang_plan_result, ...): checked by the role
+                except Exception:  # noqa: BLE001 - a broken template is the role's to report
+                    continue
+            resolved[host] = values
+            for role in host_roles:
+                spec_problems += _validate.argument_spec_problems(host, role, roles[role][0], values)
+        problems = _validate.merge_problems(spec_problems, _validate.fleet_problems(resolved, groups, hosts), hosts)
+        result.update(changed=False, hosts=len(hosts), elapsed_s=round(time.monotonic() - started, 3))
+        if problems:  # the message says it all (one line per problem); no second copy in the result
+            result["failed"] = True
+            result["msg"] = _validate.format_problems(problems)
+        else:
+            result["msg"] = f"{len(hosts)} host(s) validated: no bad value"
+        return result
