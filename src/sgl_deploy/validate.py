@@ -180,7 +180,7 @@ def model_id_problem(host: str, variable: str, value: Any) -> Problem | None:
     if not _is_set(value):
         return None
     text = str(value)
-    if ".." in text or not _MODEL_ID_RE.match(text):
+    if ".." in text or not _MODEL_ID_RE.fullmatch(text):
         return problem(
             host, variable, value,
             "is not a hub model id: owner/name with letters, digits, '_', '.', '-' only, one '/', no '..'",
@@ -194,7 +194,7 @@ def revision_problem(host: str, variable: str, value: Any) -> Problem | None:
     if not _is_set(value):
         return None
     text = str(value)
-    if ".." in text or not _REVISION_RE.match(text):
+    if ".." in text or not _REVISION_RE.fullmatch(text):
         return problem(
             host, variable, value,
             "is not a hub revision: letters, digits, '_', '.', '-' only, no '/' and no '..' (it names the weights directory)",
@@ -228,7 +228,7 @@ def environment_problems(host: str, variable: str, value: Any) -> list[Problem]:
         return [problem(host, variable, value, "is not a mapping", fix)]
     out = []
     for key, item in value.items():
-        if not _ENV_NAME_RE.match(str(key)):
+        if not _ENV_NAME_RE.fullmatch(str(key)):
             out.append(problem(host, f"{variable}.{key}", item, "is not an environment variable name", fix))
         elif isinstance(item, (Mapping, list, tuple, set)) or item is None:
             out.append(problem(host, f"{variable}.{key}", item,
@@ -253,7 +253,7 @@ def port_problem(host: str, variable: str, value: Any) -> Problem | None:
         return None
     port = _as_int(value)
     if port is None or not 1 <= port <= 65535:
-        return problem(host, variable, value, "is not a TCP port (1-65535)", f"set {variable} to a free port between 1024 and 65535")
+        return problem(host, variable, value, "is not a TCP port (1..65535)", f"set {variable} to a free port between 1024 and 65535")
     return None
 
 
@@ -288,7 +288,7 @@ def version_problem(host: str, variable: str, value: Any, pattern: re.Pattern[st
     """A release version (``0.5.23``, ``0.5.4.post1``, ``0.5.16rc1``), not a range or a name."""
     if not _is_set(value):
         return None
-    if not pattern.match(str(value).strip()):
+    if not pattern.fullmatch(str(value).strip()):
         example = "0.5.23" if pattern is _VERSION_RE else "580"
         return problem(host, variable, value, "is not a version number",
                        f"set {variable} to an exact version such as {example} (no ranges, names or 'v' prefix)")
@@ -325,7 +325,7 @@ def number_problem(host: str, variable: str, value: Any, floor: float, strict: b
 
 
 def name_problem(host: str, variable: str, value: Any, pattern: re.Pattern[str], what: str) -> Problem | None:
-    if not _is_set(value) or pattern.match(str(value)):
+    if not _is_set(value) or pattern.fullmatch(str(value)):
         return None
     return problem(host, variable, value, f"is not a valid {what}", f"set {variable} to a plain {what} ({pattern.pattern})")
 
@@ -550,8 +550,8 @@ def replica_group_problems(
                                    f"put {member} in exactly one replica group, once"))
             else:
                 owner[member] = str(name)
-        in_group = [str(m) for m in members]
-        if any(m in running for m in in_group):
+        in_group = [str(m) for m in members if str(m) in serving]  # unknown hosts are reported above
+        if len(in_group) == len(members) and any(m in running for m in in_group):
             for p in _preflight.group_membership_problems(str(name), in_group, running):
                 out.append(problem(host, f"{var}.{name}", in_group, p["found"], p["fix"]))
     return out
