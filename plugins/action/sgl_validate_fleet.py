@@ -14,7 +14,7 @@ Returns: hosts (how many were checked), problems (the list), elapsed_s.
 
 Task arguments:
   hosts   hosts to check (default: ansible_play_hosts_all)
-  roles_dir  where the roles are (default: <playbook_dir>/../roles, else ./roles)
+  roles_dir  where the roles are (default: the roles/ folder of this checkout)
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
     from sgl_deploy import validate as _validate
+
+
+_ROLES_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles"))
 
 
 class ActionModule(ActionBase):
@@ -57,9 +60,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         started = time.monotonic()
         playbook_dir = task_vars.get("playbook_dir") or os.getcwd()
-        roles_dir = self._task.args.get("roles_dir") or next(
-            (d for d in (os.path.join(playbook_dir, "..", "roles"), os.path.join(playbook_dir, "roles"))
-             if os.path.isdir(d)), "roles")
+        roles_dir = self._task.args.get("roles_dir") or _ROLES_DIR
         hosts = list(self._task.args.get("hosts") or task_vars.get("ansible_play_hosts_all") or [])
         groups = {k: list(v) for k, v in (task_vars.get("groups") or {}).items()}
         hostvars = task_vars["hostvars"]
