@@ -162,3 +162,32 @@ def test_df_mounts_spaces_and_garbage():
     spaced = "Filesystem 1-blocks Used Available Capacity Mounted on\ntank/models 100 10 90 10% /mnt/my models\n"
     assert preflight.df_mounts(spaced)[0]["mount"] == "/mnt/my models"
     assert preflight.df_mounts("") == [] and preflight.df_mounts("df: /x: No such file or directory") == []
+
+
+# ---------------------------------------------------------------- plan refusals: one clean message, the fix fits the cause
+
+
+def test_plan_attempt_never_raises_and_fixes_fit_the_cause():
+    attempt = F["sgl_plan_attempt"]
+    ok = attempt(x2_facts(), inventory_host="bi4", weights_gb=0.02)
+    assert ok["error"] is None and ok["plan"]["tp_size"] == 2
+    cases = {
+        # cause -> (needle in the message, needle in the fix, the fix must not offer other hosts)
+        "short": ({"weights_gb": 860}, "does not fit", "more GPU memory", False),
+        "version": ({"weights_gb": 0.02, "sglang_version": "0.4.0"}, "needs SGLang >=", "sglang_plan_sglang_version", True),
+        "fraction": ({"weights_gb": 0.02, "mem_fraction_static": 1.5}, "sglang_plan_mem_fraction_static", "between 0 and 1", True),
+        "profile": ({"weights_gb": 0.02, "profile": "no-such-profile"}, "no-such-profile", "sglang_plan_model_profile", True),
+        "weights": ({"weights_gb": -5}, "sglang_plan_weights_gb must be > 0", "sglang_plan_weights_gb", True),
+        "tp": ({"weights_gb": 0.02, "tp_size": 3}, "sglang_plan_tp_size 3", "valid layouts", True),
+    }
+    for name, (kwargs, in_msg, in_fix, no_hosts) in cases.items():
+        res = attempt(x2_facts(), inventory_host="bi4", **kwargs)
+        assert res["plan"] is None, name
+        msg = res["error"]
+        assert msg.startswith("bi4: ") and in_msg in msg, (name, msg)
+        fix = msg.split("Fix: ", 1)[1]
+        assert in_fix in fix, (name, msg)
+        assert ("more GPU memory" not in fix) is no_hosts, (name, msg)
+    # the weights size is never reported under the KV variable (and vice versa)
+    kv = attempt(x2_facts(), inventory_host="bi4", weights_gb=0.02, kv_gb_per_mtok=-1)["error"]
+    assert "sglang_plan_kv_gb_per_mtok must be > 0" in kv and "weights_gb" not in kv
