@@ -191,3 +191,9 @@ def test_plan_attempt_never_raises_and_fixes_fit_the_cause():
     # the weights size is never reported under the KV variable (and vice versa)
     kv = attempt(x2_facts(), inventory_host="bi4", weights_gb=0.02, kv_gb_per_mtok=-1)["error"]
     assert "sglang_plan_kv_gb_per_mtok must be > 0" in kv and "weights_gb" not in kv
+
+
+def test_nvidia_smi_printing_nothing_is_a_clear_problem():
+    p = gpu_facts.nvidia_smi_problem("nvidia-smi", {"rc": 0, "stdout": "  \n", "stderr": ""}, "580")
+    assert p["check"] == "nvidia-smi" and "printed nothing" in p["found"] and "gpu_preflight_nvidia_smi" in p["fix"]
+    assert F["sgl_nvidia_smi_problems"]({"rc": 0, "stdout": ""}, "nvidia-smi", "580") == [p]
