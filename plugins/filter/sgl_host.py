@@ -31,9 +31,12 @@ class FilterModule:
         }
 
 
-def _disk_problems(mounts, path, needed_gb, margin_gb):
+def _disk_problems(mounts, path, needed_gb, margin_gb, present_text=""):
+    """The disk rule at ``path``; ``present_text``: the plan's probe of the weights dir (its
+    MANIFEST.json and file sizes), so weights already there are not asked for twice."""
     free, mount = preflight.free_bytes_at(mounts, path)
-    problem = preflight.disk_problem(free, float(needed_gb), float(margin_gb), f"{path} (mount {mount})")
+    problem = preflight.disk_problem(free, float(needed_gb), float(margin_gb), f"{path} (mount {mount})",
+                                     preflight.manifest_present_gb(present_text))
     return [problem] if problem else []
 
 

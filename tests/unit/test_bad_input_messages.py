@@ -197,3 +197,47 @@ def test_nvidia_smi_printing_nothing_is_a_clear_problem():
     p = gpu_facts.nvidia_smi_problem("nvidia-smi", {"rc": 0, "stdout": "  \n", "stderr": ""}, "580")
     assert p["check"] == "nvidia-smi" and "printed nothing" in p["found"] and "gpu_preflight_nvidia_smi" in p["fix"]
     assert F["sgl_nvidia_smi_problems"]({"rc": 0, "stdout": ""}, "nvidia-smi", "580") == [p]
+
+
+# ---------------------------------------------------------------- one disk rule (plan and weights phase)
+
+
+def _present_text(files_on_disk: dict[str, int], manifest: dict[str, int]) -> str:
+    import json
+    listing = {"files": [{"path": p, "size": s, "sha256": "0" * 64} for p, s in manifest.items()]}
+    return json.dumps(listing) + "\n\n--- sizes\n" + "\n".join(f"{s} {p}" for p, s in files_on_disk.items())
+
+
+def test_disk_rule_counts_the_weights_already_present():
+    from sgl_deploy import weights
+    # M3 bf16 (860 GB) on a 1.6 TB volume that holds it: ~740 GB free, margin 20 GB
+    manifest = {f"model-{i:05d}.safetensors": 8_600_000_000 for i in range(100)}
+    present = preflight.manifest_present_gb(_present_text(manifest, manifest))
+    assert present == pytest.approx(860.0)
+    assert preflight.disk_problem(740 * 10**9, 860.0, 20.0, "/srv/models", present) is None
+    # the filter the plan role calls, with the host's probe output
+    mounts = [{"mount": "/srv", "size_available": 740 * 10**9}]
+    assert F_HOST["sgl_disk_problems"](mounts, "/srv/models/x", 860.0, 20.0, _present_text(manifest, manifest)) == []
+    # a fresh host (no manifest) with the same free space fails with the disk message
+    fresh = F_HOST["sgl_disk_problems"](mounts, "/srv/models/x", 860.0, 20.0, "")
+    assert fresh[0]["check"] == "disk" and "880.0 GB (weights 860.0 GB + margin 20.0 GB)" in fresh[0]["needed"]
+    # half there: only the missing half + margin is needed, and the message says what is there
+    half = dict(list(manifest.items())[:50])
+    p = preflight.disk_problem(100 * 10**9, 860.0, 20.0, "/srv", preflight.manifest_present_gb(_present_text(half, manifest)))
+    assert "450.0 GB (weights 860.0 GB, 430.0 GB of them already there + margin 20.0 GB)" in p["needed"]
+    # a truncated file does not count; garbage counts nothing
+    short = {**manifest, "model-00000.safetensors": 5}
+    assert preflight.manifest_present_gb(_present_text(short, manifest)) == pytest.approx(851.4)
+    assert preflight.manifest_present_gb("not json\n--- sizes\n1 a") == 0.0 and preflight.manifest_present_gb("") == 0.0
+    # the same rule as the weights tool's own check
+    assert weights.space_required(860, 860, 20) == 20 and weights.space_required(860, 0, 20) == 880
+
+
+def _host_filters() -> dict:
+    spec = importlib.util.spec_from_file_location("sgl_host_filter_plugin_bi", REPO / "plugins/filter/sgl_host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()
+
+
+F_HOST = _host_filters()
