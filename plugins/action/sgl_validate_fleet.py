@@ -10,7 +10,7 @@ need facts of a later phase, such as ``sglang_plan_result``, are skipped), check
 then the semantic rules of ``sgl_deploy.validate``. It never contacts a host.
 
 Fails with every problem of every host, one per line (host, variable, value, problem, fix).
-Returns: hosts (how many were checked), problems (the list), elapsed_s.
+Returns: hosts (how many were checked), elapsed_s, timing (read, template, spec, rules seconds).
 
 Task arguments:
   hosts   hosts to check (default: ansible_play_hosts_all)
@@ -20,6 +20,7 @@ Task arguments:
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -31,6 +32,36 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
     from sgl_deploy import validate as _validate
+
+
+def _maybe_template(value) -> bool:
+    """Whether a value holds Jinja (only those are templated: fast on big fleets)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_maybe_template(k) or _maybe_template(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_maybe_template(v) for v in value)
+    return False
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# the same object for every host of the run: part of no cache key
+_FLEET_WIDE = frozenset({"groups", "hostvars", "ansible_play_hosts_all", "ansible_play_hosts", "play_hosts",
+                         "ansible_play_batch", "playbook_dir", "ansible_playbook_python"})
+
+
+def _inputs_key(value, merged) -> str:
+    """Every variable a template can read, followed through templated variables, with its raw value
+    (names that are not variables, such as filters, add nothing)."""
+    seen, todo = set(), [value]
+    while todo:
+        for ident in _IDENT.findall(repr(todo.pop())):
+            if ident not in seen and ident in merged and ident not in _FLEET_WIDE:
+                seen.add(ident)
+                if _maybe_template(merged[ident]):
+                    todo.append(merged[ident])
+    return repr(value) + repr([(n, merged[n]) for n in sorted(seen)])
 
 
 _ROLES_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles"))
@@ -71,11 +102,17 @@ class ActionModule(ActionBase):
                 member_of.setdefault(h, set()).add(group)
 
         resolved = {}
+        templar = None
+        cache = {}
+        spec_cache = {}
         spec_problems = []
+        timing = {"read_s": 0.0, "template_s": 0.0, "spec_s": 0.0}
         for host in hosts:
             host_groups = member_of.get(host, set())
             host_roles = [r for r, g in _validate.ROLE_GROUPS.items() if g in host_groups]
+            mark = time.monotonic()
             raw = dict(hostvars.raw_get(host))
+            timing["read_s"] += time.monotonic() - mark
             merged = {}
             names = set()
             for role in host_roles:
@@ -95,22 +132,47 @@ class ActionModule(ActionBase):
             merged.setdefault("ansible_playbook_python", sys.executable)
             prefixes = tuple(f"{_validate.ROLE_PREFIXES[r]}_" for r in host_roles)
             names.update(k for k in raw if prefixes and k.startswith(prefixes))
-            templar = self._templar.copy_with_new_env(available_variables=merged)
+            mark = time.monotonic()
+            if templar is None:
+                templar = self._templar.copy_with_new_env(available_variables=merged)
+            else:  # one templar for the whole fleet
+                templar.available_variables = merged
             values = {}
             for name in names:
                 if name not in merged:
                     continue
-                try:
-                    values[name] = templar.template(merged[name])
-                except AnsibleError:
-                    continue  # needs a fact of a later phase (sglang_plan_result, ...): checked by the role
-                except Exception:  # noqa: BLE001 - a broken template is the role's to report
+                if not _maybe_template(merged[name]):
+                    values[name] = merged[name]
                     continue
+                # hosts that share every input of a template share its value: template it once
+                key = (name, _inputs_key(merged[name], merged))
+                if key not in cache:
+                    try:
+                        cache[key] = (True, templar.template(merged[name]))
+                    except Exception:  # noqa: BLE001 - undefined: needs a fact of a later phase (checked by the role)
+                        cache[key] = (False, None)
+                ok, value = cache[key]
+                if ok:
+                    values[name] = value
             resolved[host] = values
+            timing["template_s"] += time.monotonic() - mark
+            mark = time.monotonic()
             for role in host_roles:
-                spec_problems += _validate.argument_spec_problems(host, role, roles[role][0], values)
+                # a role default as written is valid by construction (tests/unit/test_role_specs.py):
+                # check what the inventory set and what was templated
+                options, defaults, _vars = roles[role]
+                check = {k: v for k, v in values.items()
+                         if k in options and (k in raw or _maybe_template(defaults.get(k)))}
+                key = (role, repr(sorted(check.items(), key=lambda kv: kv[0])))
+                if key not in spec_cache:
+                    spec_cache[key] = _validate.argument_spec_problems("\0", role, options, check)
+                spec_problems += [{**p, "host": host} for p in spec_cache[key]]
+            timing["spec_s"] += time.monotonic() - mark
+        mark = time.monotonic()
         problems = _validate.merge_problems(spec_problems, _validate.fleet_problems(resolved, groups, hosts), hosts)
-        result.update(changed=False, hosts=len(hosts), elapsed_s=round(time.monotonic() - started, 3))
+        timing["rules_s"] = time.monotonic() - mark
+        timing = {k: round(v, 3) for k, v in timing.items()}
+        result.update(changed=False, hosts=len(hosts), elapsed_s=round(time.monotonic() - started, 3), timing=timing)
         if problems:  # the message says it all (one line per problem); no second copy in the result
             result["failed"] = True
             result["msg"] = _validate.format_problems(problems)

@@ -15,6 +15,7 @@ replica-group membership rule (:func:`sgl_deploy.preflight.group_membership_prob
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from typing import Any, Iterable, Mapping
@@ -378,15 +379,23 @@ def probe_names_problem(host: str, variable: str, value: Any) -> Problem | None:
     return None
 
 
+@functools.lru_cache(maxsize=32)
+def _load_profile(name: str) -> Any:
+    """The profile, or the error text (loaded once per name for the whole fleet)."""
+    try:
+        return _profiles.load_profile(name)
+    except (_profiles.ProfileError, OSError, ValueError) as exc:
+        return str(exc)
+
+
 def profile_problems(host: str, vars_: Mapping[str, Any]) -> list[Problem]:
     """The model profile exists (a shipped name or a readable file) and has the variant asked for."""
     name = vars_.get("sglang_plan_model_profile")
     if not _is_set(name):
         return []
-    try:
-        prof = _profiles.load_profile(str(name))
-    except (_profiles.ProfileError, OSError, ValueError) as exc:
-        return [problem(host, "sglang_plan_model_profile", name, f"cannot be loaded ({exc})",
+    prof = _load_profile(str(name))
+    if isinstance(prof, str):
+        return [problem(host, "sglang_plan_model_profile", name, f"cannot be loaded ({prof})",
                         f"set sglang_plan_model_profile to one of {', '.join(_profiles.available_profiles())} "
                         "or to the path of a profile YAML file on the controller")]
     variant = vars_.get("sglang_plan_variant")
@@ -604,16 +613,27 @@ def format_problems(problems: list[Problem]) -> str:
 
 # --------------------------------------------------------------------------- argument specs
 
+_VALIDATORS: dict[tuple[str, int], Any] = {}
+
+
+def _validator(role: str, options: Mapping[str, Any]) -> Any:
+    """One ArgumentSpecValidator per role spec (building it is the slow part on big fleets)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # only with Ansible installed
+
+    key = (role, id(options))
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = (options, ArgumentSpecValidator(dict(options)))
+    return _VALIDATORS[key][1]
+
+
 def argument_spec_problems(host: str, role: str, options: Mapping[str, Any], values: Mapping[str, Any]) -> list[Problem]:
     """The role's ``meta/argument_specs.yml`` options (entry point ``main``) checked against ``values``
     with Ansible's own ``ArgumentSpecValidator`` (the check the role runs when it starts), one problem
     per error, naming the variable."""
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # only with Ansible installed
-
     provided = {k: v for k, v in values.items() if k in options}
     if not provided:
         return []
-    result = ArgumentSpecValidator(dict(options)).validate(provided, validate_role_argument_spec=True)
+    result = _validator(role, options).validate(provided, validate_role_argument_spec=True)
     out = []
     for message in result.error_messages:
         text = str(message)
