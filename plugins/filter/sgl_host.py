@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 try:
-    from sgl_deploy import hub, planner, preflight
+    from sgl_deploy import hub, planner, preflight, validate
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from sgl_deploy import hub, planner, preflight
+    from sgl_deploy import hub, planner, preflight, validate
 
 
 class FilterModule:
@@ -28,6 +28,7 @@ class FilterModule:
             "sgl_group_membership_problems": preflight.group_membership_problems,
             "sgl_rendezvous_problems": _rendezvous_problems,
             "sgl_ifname_problems": _ifname_problems,
+            "sgl_router_extra_args_problems": _router_extra_args_problems,
         }
 
 
@@ -63,6 +64,12 @@ def _ifname_problems(environment, interfaces):
     """Problems of the *_SOCKET_IFNAME entries of an environment mapping on a host with these interfaces."""
     settings = {k: v for k, v in (environment or {}).items() if str(k).upper().endswith("_SOCKET_IFNAME")}
     return preflight.ifname_problems(settings, interfaces)
+
+
+def _router_extra_args_problems(extra_args):
+    """Why sglang_router_extra_args cannot be used (the fleet validation's rule, sgl_deploy.validate)."""
+    return [f"{p['problem']}. Fix: {p['fix']}"
+            for p in validate.router_extra_args_problems("", "sglang_router_extra_args", extra_args)]
 
 
 def _profile_model_id(profile, variant=None, gpu_facts=None):

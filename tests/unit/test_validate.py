@@ -388,3 +388,13 @@ def test_playbook_passes_a_good_inventory_and_respects_limit(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     run = _validate(tmp_path, {}, "--limit", "g1", "-e", json.dumps({"sglang_replicas": {"x": ["g1", "g2"]}}))
     assert run.returncode != 0 and "g2 of replica group x" in run.stdout, run.stdout
+
+
+def test_router_role_uses_the_same_rule():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sgl_host_filters_v", REPO / "plugins/filter/sgl_host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check = module.FilterModule().filters()["sgl_router_extra_args_problems"]
+    assert check(["--log-level", "debug"]) == []
+    assert "carries --worker-urls" in check(["--worker-urls=http://x"])[0]
