@@ -73,8 +73,13 @@ def _router_extra_args_problems(extra_args):
 
 
 def _profile_model_id(profile, variant=None, gpu_facts=None):
-    """Hub id of the profile variant the planner would pick for these GPUs (before planning)."""
-    prof = planner.load_profile(profile)
-    arch = (gpu_facts or {}).get("architecture") or next(
-        (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
-    return planner._pick_variant(prof, variant, arch, [])["model_id"]  # noqa: SLF001 - same package
+    """Hub id of the profile variant the planner would pick for these GPUs (before planning); "" when
+    there is none (unknown profile or variant, no variant for these GPUs): the plan task then refuses
+    with one clean message instead of a templating error in an earlier task."""
+    try:
+        prof = planner.load_profile(profile)
+        arch = (gpu_facts or {}).get("architecture") or next(
+            (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
+        return planner._pick_variant(prof, variant, arch, [])["model_id"]  # noqa: SLF001 - same package
+    except ValueError:  # PlanError and ProfileError are ValueErrors
+        return ""

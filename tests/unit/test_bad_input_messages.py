@@ -241,3 +241,10 @@ def _host_filters() -> dict:
 
 
 F_HOST = _host_filters()
+
+
+def test_profile_model_id_never_raises_before_the_plan():
+    # an unknown profile or variant yields "" (the hub listing is skipped) and the plan task refuses cleanly
+    assert F_HOST["sgl_profile_model_id"]("minimax-m3", None, x2_facts())
+    assert F_HOST["sgl_profile_model_id"]("minimax-m3", "nope", x2_facts()) == ""
+    assert F_HOST["sgl_profile_model_id"]("no-such-profile") == ""
