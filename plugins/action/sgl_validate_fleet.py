@@ -24,13 +24,14 @@ import re
 import sys
 import time
 
-from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 try:
     from sgl_deploy import validate as _validate
-except ImportError:  # a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
+except ImportError:  # a checkout without `pip install -e .` (or an older install): use the checkout's src/
+    sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")))
+    for _name in [m for m in sys.modules if m == "sgl_deploy" or m.startswith("sgl_deploy.")]:
+        sys.modules.pop(_name)
     from sgl_deploy import validate as _validate
 
 
