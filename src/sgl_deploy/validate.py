@@ -95,6 +95,9 @@ VERSION_VARIABLES = (
     "sglang_install_uv_version", "sglang_router_uv_version",
 )
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
+_VERSION_EXAMPLES = {"sglang_router_version": "0.3.2", "sglang_install_uv_version": "0.13.9",
+                     "sglang_router_uv_version": "0.13.9", "gpu_preflight_min_cuda": "13.0",
+                     "gpu_preflight_min_python": "3.10"}
 MIN_VERSION_VARIABLES = ("gpu_preflight_min_driver", "gpu_preflight_min_cuda", "gpu_preflight_min_python")
 _NUMERIC_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
 
@@ -290,7 +293,7 @@ def version_problem(host: str, variable: str, value: Any, pattern: re.Pattern[st
     if not _is_set(value):
         return None
     if not pattern.fullmatch(str(value).strip()):
-        example = "0.5.23" if pattern is _VERSION_RE else "580"
+        example = _VERSION_EXAMPLES.get(variable, "0.5.23" if pattern is _VERSION_RE else "580")
         return problem(host, variable, value, "is not a version number",
                        f"set {variable} to an exact version such as {example} (no ranges, names or 'v' prefix)")
     return None
