@@ -7,8 +7,10 @@ from pathlib import Path
 
 try:
     from sgl_deploy import hub, planner, preflight, validate
-except ImportError:  # running from a checkout without `pip install -e .`
+except ImportError:  # running from a checkout without `pip install -e .` (or an older install)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    for _name in [m for m in sys.modules if m == "sgl_deploy" or m.startswith("sgl_deploy.")]:
+        sys.modules.pop(_name)
     from sgl_deploy import hub, planner, preflight, validate
 
 
