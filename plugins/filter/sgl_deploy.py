@@ -8,6 +8,7 @@ called by their bare names:
 * ``result | sgl_nvidia_smi_problems(cmd, min_driver)`` -> [] or [the nvidia-smi problem]
 * ``facts | sgl_needs_fabric_manager``             -> bool
 * ``facts | sgl_plan(profile=..., weights_gb=..., ...)`` -> plan dict (sglang_plan_result)
+* ``facts | sgl_plan_attempt(inventory_host=..., ...)`` -> {plan, error}: never raises (clean refusals)
 * ``root | sgl_weights_dir(model_id, revision)``   -> weights dir (the plan's model_path)
 * ``listing_result | sgl_hub_problems(endpoint, model_id, revision, dir)`` -> [] or [hub down]
 * ``df_stdout | sgl_df_mounts``                    -> [mount fact of the measured path]
@@ -79,6 +80,14 @@ def sgl_plan(gpu_facts: dict[str, Any] | None = None, **kwargs: Any) -> dict[str
         raise AnsibleFilterError(f"sgl_plan: {exc}") from exc
 
 
+def sgl_plan_attempt(gpu_facts: dict[str, Any] | None = None, inventory_host: str = "", **kwargs: Any) -> dict[str, Any]:
+    """Like sgl_plan, but never raises: ``{"plan": dict, "error": None}`` or ``{"plan": None, "error":
+    "<host>: ... Fix: ..."}`` (the role fails with the message in a task of its own, so the user sees
+    one clean refusal and no Ansible internals)."""
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    return _planner.plan_attempt(str(inventory_host), gpu_facts=dict(gpu_facts) if gpu_facts else None, **options)
+
+
 def sgl_weights_dir(weights_root: str, model_id: str, revision: str) -> str:
     """Weights directory of ``model_id@revision`` under ``weights_root`` (the plan's ``model_path``)."""
     return _planner.weights_dir(str(weights_root), str(model_id), str(revision))
@@ -131,6 +140,7 @@ class FilterModule:
             "sgl_nvidia_smi_problems": sgl_nvidia_smi_problems,
             "sgl_needs_fabric_manager": sgl_needs_fabric_manager,
             "sgl_plan": sgl_plan,
+            "sgl_plan_attempt": sgl_plan_attempt,
             "sgl_weights_dir": sgl_weights_dir,
             "sgl_hub_problems": sgl_hub_problems,
             "sgl_df_mounts": sgl_df_mounts,

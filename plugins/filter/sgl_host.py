@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 try:
-    from sgl_deploy import hub, planner, preflight
-except ImportError:  # running from a checkout without `pip install -e .`
+    from sgl_deploy import hub, planner, preflight, validate
+except ImportError:  # running from a checkout without `pip install -e .` (or an older install)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from sgl_deploy import hub, planner, preflight
+    for _name in [m for m in sys.modules if m == "sgl_deploy" or m.startswith("sgl_deploy.")]:
+        sys.modules.pop(_name)
+    from sgl_deploy import hub, planner, preflight, validate
 
 
 class FilterModule:
@@ -28,12 +30,16 @@ class FilterModule:
             "sgl_group_membership_problems": preflight.group_membership_problems,
             "sgl_rendezvous_problems": _rendezvous_problems,
             "sgl_ifname_problems": _ifname_problems,
+            "sgl_router_extra_args_problems": _router_extra_args_problems,
         }
 
 
-def _disk_problems(mounts, path, needed_gb, margin_gb):
+def _disk_problems(mounts, path, needed_gb, margin_gb, present_text=""):
+    """The disk rule at ``path``; ``present_text``: the plan's probe of the weights dir (its
+    MANIFEST.json and file sizes), so weights already there are not asked for twice."""
     free, mount = preflight.free_bytes_at(mounts, path)
-    problem = preflight.disk_problem(free, float(needed_gb), float(margin_gb), f"{path} (mount {mount})")
+    problem = preflight.disk_problem(free, float(needed_gb), float(margin_gb), f"{path} (mount {mount})",
+                                     preflight.manifest_present_gb(present_text))
     return [problem] if problem else []
 
 
@@ -62,9 +68,20 @@ def _ifname_problems(environment, interfaces):
     return preflight.ifname_problems(settings, interfaces)
 
 
+def _router_extra_args_problems(extra_args):
+    """Why sglang_router_extra_args cannot be used (the fleet validation's rule, sgl_deploy.validate)."""
+    return [f"{p['problem']}. Fix: {p['fix']}"
+            for p in validate.router_extra_args_problems("", "sglang_router_extra_args", extra_args)]
+
+
 def _profile_model_id(profile, variant=None, gpu_facts=None):
-    """Hub id of the profile variant the planner would pick for these GPUs (before planning)."""
-    prof = planner.load_profile(profile)
-    arch = (gpu_facts or {}).get("architecture") or next(
-        (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
-    return planner._pick_variant(prof, variant, arch, [])["model_id"]  # noqa: SLF001 - same package
+    """Hub id of the profile variant the planner would pick for these GPUs (before planning); "" when
+    there is none (unknown profile or variant, no variant for these GPUs): the plan task then refuses
+    with one clean message instead of a templating error in an earlier task."""
+    try:
+        prof = planner.load_profile(profile)
+        arch = (gpu_facts or {}).get("architecture") or next(
+            (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
+        return planner._pick_variant(prof, variant, arch, [])["model_id"]  # noqa: SLF001 - same package
+    except ValueError:  # PlanError and ProfileError are ValueErrors
+        return ""

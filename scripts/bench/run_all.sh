@@ -2,6 +2,7 @@
 # make bench: every benchmark, each printing its table (converge also as JSON under reports/bench/).
 #   weights.py   weights distribution to 4 hosts: naive (each from the hub) vs fan-out (hub once)
 #   converge.py  site.yml on 1 and 2 fresh lab hosts: first converge and no-op rerun (changed=0)
+#   validate.py  fleet validation of a generated 200-host inventory (no host contacted; <= 10 s)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN="$PWD/.venv/bin"
@@ -12,3 +13,6 @@ echo "== bench: weights distribution =="
 echo
 echo "== bench: converge =="
 "$BIN/python" scripts/bench/converge.py --json reports/bench/converge.json
+echo
+echo "== bench: fleet validation =="
+"$BIN/python" scripts/bench/validate.py --json reports/bench/validate.json

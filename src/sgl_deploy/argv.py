@@ -46,25 +46,36 @@ def _flag_name(arg: str) -> str | None:
     return arg.split("=", 1)[0]
 
 
-def _check_extra_args(extra: Iterable[str]) -> list[str]:
-    """Refuse secrets, managed flags and abbreviations of managed flags in ``extra``."""
-    out: list[str] = []
+def extra_arg_problems(extra: Iterable[str]) -> list[str]:
+    """Why ``extra`` cannot be appended to the planned argv: secrets, flags the plan sets and
+    abbreviations of them (one line each; empty = fine). The fleet validation and
+    :func:`server_argv` both use it."""
+    problems: list[str] = []
     all_managed = [f for main, aliases in MANAGED_FLAGS.items() for f in (main, *aliases)]
     for raw in extra:
-        arg = str(raw)
-        flag = _flag_name(arg)
-        if flag:
-            if any(s == flag or s.startswith(flag) for s in SECRET_FLAGS) and len(flag) > 2:
-                raise ArgvError(f"extra arg {flag} would put a secret on the command line: use the --config file")
-            if flag in all_managed:
-                raise ArgvError(f"extra arg {flag} conflicts with a flag the plan sets; change the plan instead")
+        flag = _flag_name(str(raw))
+        if not flag:
+            continue
+        if any(s == flag or s.startswith(flag) for s in SECRET_FLAGS) and len(flag) > 2:
+            problems.append(f"extra arg {flag} would put a secret on the command line: use the --config file")
+        elif flag in all_managed:
+            problems.append(f"extra arg {flag} conflicts with a flag the plan sets; change the plan instead")
+        else:
             prefixed = [m for m in all_managed if m.startswith(flag)]
             if prefixed:
-                raise ArgvError(
+                problems.append(
                     f"extra arg {flag} is an abbreviation of {', '.join(prefixed)} (set by the plan); "
                     "use full flag names and change the plan instead"
                 )
-        out.append(arg)
+    return problems
+
+
+def _check_extra_args(extra: Iterable[str]) -> list[str]:
+    """Refuse secrets, managed flags and abbreviations of managed flags in ``extra``."""
+    out = [str(a) for a in extra]
+    problems = extra_arg_problems(out)
+    if problems:
+        raise ArgvError(problems[0])
     return out
 
 

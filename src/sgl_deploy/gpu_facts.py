@@ -405,14 +405,22 @@ def nvidia_smi_problem(
     communicate with the NVIDIA driver").
     """
     rc = result.get("rc")
+    branch = f"R{version_tuple(min_driver)[0]}" if version_tuple(min_driver) else "R580"
     if rc == 0 and not result.get("failed"):
-        return None
+        if str(result.get("stdout") or "").strip():
+            return None
+        return Problem(  # a wrapper or a broken install that answers nothing: no XML to parse
+            check="nvidia-smi",
+            found=f"`{command} -q -x` exited 0 but printed nothing",
+            needed=f"`{command} -q -x` printing the GPUs as XML (NVIDIA {branch}+ driver)",
+            fix=f"run `{command} -q -x` on the host: if gpu_preflight_nvidia_smi points at a wrapper, make it pass "
+            "its arguments and output through, else reinstall the NVIDIA driver utilities",
+        )
     said = next(
         (line.strip() for key in ("stderr", "stdout", "msg") for line in str(result.get(key) or "").splitlines()
          if line.strip()),
         "",
     )
-    branch = f"R{version_tuple(min_driver)[0]}" if version_tuple(min_driver) else "R580"
     # the command module could not execute it: rc is the errno (2 = ENOENT), the text is generic
     not_run = said.startswith("Error executing command") and isinstance(rc, int) and rc > 0
     if rc == 127 or (not_run and rc == errno.ENOENT) or "no such file" in said.lower() or "not found" in said.lower():

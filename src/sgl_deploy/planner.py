@@ -531,8 +531,10 @@ def _sizes(
     else:
         kv, kv_src = float(prof.get("kv_gb_per_mtok")), "profile"
         reasoning.append(f"KV cache {kv:.1f} GB per 1M tokens: {prof.source('kv_gb_per_mtok')}")
-    if w_gb <= 0 or kv <= 0:
-        raise PlanError(f"weights_gb and kv_gb_per_mtok must be > 0 (got {w_gb}, {kv})")
+    if w_gb <= 0:
+        raise PlanError(f"invalid override: weights_gb must be > 0 (got {w_gb})")
+    if kv <= 0:
+        raise PlanError(f"invalid override: kv_gb_per_mtok must be > 0 (got {kv})")
     return w_gb, w_src, kv, kv_src
 
 
@@ -1035,6 +1037,53 @@ def role_message(message: str) -> str:
     text = _OPTION_RE.sub(lambda m: ROLE_VARIABLES[m.group(1)], str(message))
     text = _FLAG_RE.sub(lambda m: f"sglang_plan_{m.group(1)}_size={m.group(2)}", text)
     return _NODES_RE.sub(lambda m: f"{m.group(1)} hosts like this one in one sglang_replicas group (", text)
+
+
+# Why a plan was refused -> the fix that speaks to that cause (first match wins). Only a memory
+# shortfall suggests other hosts; a bad value names its variable.
+_REFUSAL_FIXES: tuple[tuple[str, str], ...] = (
+    (r"does not fit|short by|no valid tp/pp split", "use hosts with more GPU memory, add hosts to a replica group "
+                                                    "(sglang_replicas), or pick a smaller variant (sglang_plan_variant)"),
+    (r"needs SGLang >=", "set sglang_plan_sglang_version to the version named above or newer "
+                         "(sglang_install_version follows it)"),
+    (r"has no variant for|has no variant ", "set sglang_plan_variant to a variant listed above, or use GPUs that "
+                                           "variant is built for (sglang_plan_model_profile picks the model)"),
+    (r"model profile|^profile |profile file|invalid YAML", "set sglang_plan_model_profile to a shipped profile (minimax-m3, "
+                                              "minimax-m2.5, minimax-m2.7) or the path of a valid profile file"),
+    (r"mem_fraction_static", "set sglang_plan_mem_fraction_static between 0 and 1 (e.g. 0.85), or remove it to use "
+                             "the profile's"),
+    (r"weights_gb", "set sglang_plan_weights_gb to the weights size in GB (> 0), or remove it to use the hub's size"),
+    (r"kv_gb_per_mtok", "set sglang_plan_kv_gb_per_mtok to a value > 0, or remove it to use the profile's"),
+    (r"served_model_name", "set sglang_plan_served_model_name without ':'"),
+    (r"sglang_plan_port \d", "set sglang_plan_port between 1 and 65535"),
+    (r"context_length", "set sglang_plan_context_length to a value the model supports, or remove it"),
+    (r"no GPUs|GPU memory unknown|--gpus", "check the host's GPUs (the gpu_preflight role's facts): the plan needs "
+                                           "the GPU count and memory"),
+    (r"invalid override", "set the sglang_plan_* value named above to a valid one (the valid layouts are listed "
+                          "where they apply) or remove it so the planner decides"),
+)
+
+
+def refusal_message(host: str, message: str) -> str:
+    """A planner refusal as the sglang_plan role prints it: host, the reason in inventory words and
+    the fix that fits the cause (never "more GPU memory" for a bad value)."""
+    text = role_message(str(message)).rstrip(".")
+    fix = next((f for pattern, f in _REFUSAL_FIXES if re.search(pattern, text)),
+               "change the sglang_plan_* value named above, or remove it so the planner decides")
+    kind = "no deployment plan fits this host" if re.search(r"does not fit|short by|no valid tp/pp split", text) \
+        else "the planner refuses an inventory value"
+    return f"{host}: {kind} ({text}). Fix: {fix}."
+
+
+def plan_attempt(inventory_host: str, /, **kwargs: Any) -> dict[str, Any]:
+    """``{"plan": <plan dict>, "error": None}`` or ``{"plan": None, "error": <refusal_message>}``: the
+    role fails with the message in a task of its own, so no Ansible internals come before it."""
+    try:
+        return {"plan": plan(**kwargs), "error": None}
+    except PlanError as exc:
+        return {"plan": None, "error": refusal_message(inventory_host, exc.message)}
+    except (ProfileError, TypeError, ValueError) as exc:
+        return {"plan": None, "error": refusal_message(inventory_host, str(exc))}
 
 
 # --------------------------------------------------------------------------- CLI

@@ -7,6 +7,8 @@ together, one line per problem, each naming the host and the variable to change.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any, Iterable
 
 from .gpu_facts import Problem, version_tuple
@@ -55,17 +57,46 @@ def host_problems(host: dict[str, Any], requirements: dict[str, Any] | None = No
     return problems
 
 
-def disk_problem(free_bytes: int, needed_gb: float, margin_gb: float, path: str) -> Problem | None:
-    """Free space at ``path`` must hold the weights plus a margin (all decimal GB)."""
-    free_gb = free_bytes / 1e9
-    want = needed_gb + margin_gb
-    if free_gb >= want:
+def disk_problem(
+    free_bytes: int, needed_gb: float, margin_gb: float, path: str, present_gb: float = 0.0
+) -> Problem | None:
+    """Free space at ``path`` must hold the weights still missing plus a margin (all decimal GB):
+    the weights tool's rule (:func:`sgl_deploy.weights.space_required`), so the plan and the
+    weights phase agree. ``present_gb``: weights already on disk per their MANIFEST.json."""
+    from sgl_deploy.weights import space_required  # the one disk rule
+
+    present_gb = min(max(float(present_gb or 0.0), 0.0), float(needed_gb))
+    want_bytes = space_required(int(needed_gb * 1e9), int(present_gb * 1e9), int(margin_gb * 1e9))
+    if free_bytes >= want_bytes:
         return None
+    free_gb, want = free_bytes / 1e9, want_bytes / 1e9
+    have = f", {present_gb:.1f} GB of them already there" if present_gb > 0 else ""
     return _problem(
         "disk", f"{free_gb:.1f} GB free at {path}",
-        f"{want:.1f} GB (weights {needed_gb:.1f} GB + margin {margin_gb:.1f} GB)",
+        f"{want:.1f} GB (weights {needed_gb:.1f} GB{have} + margin {margin_gb:.1f} GB)",
         f"free {want - free_gb:.1f} GB at {path}, or point sglang_plan_weights_root at a larger disk",
     )
+
+
+def manifest_present_gb(text: str) -> float:
+    """Weights already on disk (decimal GB) from the plan's probe of the weights dir: its
+    MANIFEST.json, a line ``--- sizes``, then ``<bytes> <relative path>`` per file (``find -printf
+    '%s %P\\n'``). A file counts when its size is the manifest's; no manifest or garbage counts 0."""
+    head, sep, tail = str(text or "").partition("\n--- sizes\n")
+    if not sep:
+        return 0.0
+    try:
+        files = json.loads(head).get("files") or []
+    except (ValueError, AttributeError):
+        return 0.0
+    sizes: dict[str, int] = {}
+    for line in tail.splitlines():
+        size, _, rel = line.partition(" ")
+        if size.isdigit() and rel:
+            sizes[rel] = int(size)
+    present = sum(int(f.get("size", -1)) for f in files
+                  if isinstance(f, dict) and sizes.get(str(f.get("path"))) == f.get("size"))
+    return present / 1e9
 
 
 def free_bytes_at(mounts: Iterable[dict[str, Any]], path: str) -> tuple[int, str]:

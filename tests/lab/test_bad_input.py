@@ -154,10 +154,12 @@ def test_invalid_tp_override(hosts):
 
 
 def test_malformed_port(hosts):
-    """Caught by the sglang_plan argument spec, naming the variable."""
+    """Caught by the sglang_plan argument spec in the fleet validation (playbooks/validate.yml), naming
+    host and variable."""
     run = site("bi4", {"sglang_plan_port": "80x0"})
     msg = failed_before_changes(run, "bi4")
-    assert_in(msg, "Validation of arguments failed", "argument 'sglang_plan_port'", "80x0", "int")
+    assert_in(msg, "bi4: sglang_plan_port = '80x0'", "argument 'sglang_plan_port'", "int", "Fix:",
+              "nothing was changed")
     assert_untouched(hosts["bi4"])
 
 
@@ -165,7 +167,7 @@ def test_port_out_of_range(hosts):
     """An int the argument spec accepts but no socket can use."""
     run = site("bi4", {"sglang_plan_port": 80000})
     msg = failed_before_changes(run, "bi4")
-    assert_in(msg, "bi4:", "sglang_plan_port 80000", "1..65535", "Fix:")
+    assert_in(msg, "bi4: sglang_plan_port = 80000", "1..65535", "Fix:")
     assert_untouched(hosts["bi4"])
 
 

@@ -162,3 +162,89 @@ def test_df_mounts_spaces_and_garbage():
     spaced = "Filesystem 1-blocks Used Available Capacity Mounted on\ntank/models 100 10 90 10% /mnt/my models\n"
     assert preflight.df_mounts(spaced)[0]["mount"] == "/mnt/my models"
     assert preflight.df_mounts("") == [] and preflight.df_mounts("df: /x: No such file or directory") == []
+
+
+# ---------------------------------------------------------------- plan refusals: one clean message, the fix fits the cause
+
+
+def test_plan_attempt_never_raises_and_fixes_fit_the_cause():
+    attempt = F["sgl_plan_attempt"]
+    ok = attempt(x2_facts(), inventory_host="bi4", weights_gb=0.02)
+    assert ok["error"] is None and ok["plan"]["tp_size"] == 2
+    cases = {
+        # cause -> (needle in the message, needle in the fix, the fix must not offer other hosts)
+        "short": ({"weights_gb": 860}, "does not fit", "more GPU memory", False),
+        "version": ({"weights_gb": 0.02, "sglang_version": "0.4.0"}, "needs SGLang >=", "sglang_plan_sglang_version", True),
+        "fraction": ({"weights_gb": 0.02, "mem_fraction_static": 1.5}, "sglang_plan_mem_fraction_static", "between 0 and 1", True),
+        "profile": ({"weights_gb": 0.02, "profile": "no-such-profile"}, "no-such-profile", "sglang_plan_model_profile", True),
+        "weights": ({"weights_gb": -5}, "sglang_plan_weights_gb must be > 0", "sglang_plan_weights_gb", True),
+        "tp": ({"weights_gb": 0.02, "tp_size": 3}, "sglang_plan_tp_size 3", "valid layouts", True),
+    }
+    for name, (kwargs, in_msg, in_fix, no_hosts) in cases.items():
+        res = attempt(x2_facts(), inventory_host="bi4", **kwargs)
+        assert res["plan"] is None, name
+        msg = res["error"]
+        assert msg.startswith("bi4: ") and in_msg in msg, (name, msg)
+        fix = msg.split("Fix: ", 1)[1]
+        assert in_fix in fix, (name, msg)
+        assert ("more GPU memory" not in fix) is no_hosts, (name, msg)
+    # the weights size is never reported under the KV variable (and vice versa)
+    kv = attempt(x2_facts(), inventory_host="bi4", weights_gb=0.02, kv_gb_per_mtok=-1)["error"]
+    assert "sglang_plan_kv_gb_per_mtok must be > 0" in kv and "weights_gb" not in kv
+
+
+def test_nvidia_smi_printing_nothing_is_a_clear_problem():
+    p = gpu_facts.nvidia_smi_problem("nvidia-smi", {"rc": 0, "stdout": "  \n", "stderr": ""}, "580")
+    assert p["check"] == "nvidia-smi" and "printed nothing" in p["found"] and "gpu_preflight_nvidia_smi" in p["fix"]
+    assert F["sgl_nvidia_smi_problems"]({"rc": 0, "stdout": ""}, "nvidia-smi", "580") == [p]
+
+
+# ---------------------------------------------------------------- one disk rule (plan and weights phase)
+
+
+def _present_text(files_on_disk: dict[str, int], manifest: dict[str, int]) -> str:
+    import json
+    listing = {"files": [{"path": p, "size": s, "sha256": "0" * 64} for p, s in manifest.items()]}
+    return json.dumps(listing) + "\n\n--- sizes\n" + "\n".join(f"{s} {p}" for p, s in files_on_disk.items())
+
+
+def test_disk_rule_counts_the_weights_already_present():
+    from sgl_deploy import weights
+    # M3 bf16 (860 GB) on a 1.6 TB volume that holds it: ~740 GB free, margin 20 GB
+    manifest = {f"model-{i:05d}.safetensors": 8_600_000_000 for i in range(100)}
+    present = preflight.manifest_present_gb(_present_text(manifest, manifest))
+    assert present == pytest.approx(860.0)
+    assert preflight.disk_problem(740 * 10**9, 860.0, 20.0, "/srv/models", present) is None
+    # the filter the plan role calls, with the host's probe output
+    mounts = [{"mount": "/srv", "size_available": 740 * 10**9}]
+    assert F_HOST["sgl_disk_problems"](mounts, "/srv/models/x", 860.0, 20.0, _present_text(manifest, manifest)) == []
+    # a fresh host (no manifest) with the same free space fails with the disk message
+    fresh = F_HOST["sgl_disk_problems"](mounts, "/srv/models/x", 860.0, 20.0, "")
+    assert fresh[0]["check"] == "disk" and "880.0 GB (weights 860.0 GB + margin 20.0 GB)" in fresh[0]["needed"]
+    # half there: only the missing half + margin is needed, and the message says what is there
+    half = dict(list(manifest.items())[:50])
+    p = preflight.disk_problem(100 * 10**9, 860.0, 20.0, "/srv", preflight.manifest_present_gb(_present_text(half, manifest)))
+    assert "450.0 GB (weights 860.0 GB, 430.0 GB of them already there + margin 20.0 GB)" in p["needed"]
+    # a truncated file does not count; garbage counts nothing
+    short = {**manifest, "model-00000.safetensors": 5}
+    assert preflight.manifest_present_gb(_present_text(short, manifest)) == pytest.approx(851.4)
+    assert preflight.manifest_present_gb("not json\n--- sizes\n1 a") == 0.0 and preflight.manifest_present_gb("") == 0.0
+    # the same rule as the weights tool's own check
+    assert weights.space_required(860, 860, 20) == 20 and weights.space_required(860, 0, 20) == 880
+
+
+def _host_filters() -> dict:
+    spec = importlib.util.spec_from_file_location("sgl_host_filter_plugin_bi", REPO / "plugins/filter/sgl_host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()
+
+
+F_HOST = _host_filters()
+
+
+def test_profile_model_id_never_raises_before_the_plan():
+    # an unknown profile or variant yields "" (the hub listing is skipped) and the plan task refuses cleanly
+    assert F_HOST["sgl_profile_model_id"]("minimax-m3", None, x2_facts())
+    assert F_HOST["sgl_profile_model_id"]("minimax-m3", "nope", x2_facts()) == ""
+    assert F_HOST["sgl_profile_model_id"]("no-such-profile") == ""

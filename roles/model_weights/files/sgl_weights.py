@@ -677,13 +677,20 @@ def get_listing(args) -> dict:
     }
 
 
+def space_required(total_bytes: int, present_bytes: int, margin_bytes: int) -> int:
+    """THE disk rule (the plan's check, sgl_deploy.preflight.disk_problem, uses it too): free space
+    must hold what is still missing of the weights (the total minus what is already on disk) plus
+    the margin. A host that holds all the weights needs only the margin."""
+    return max(int(total_bytes) - int(present_bytes), 0) + int(margin_bytes)
+
+
 def space_check(weights_dir: Path, listing: dict, margin_gb: float) -> dict:
     """Free space vs what is still to download (+ margin). Never contacts anything."""
     d = disk_bytes(weights_dir, listing["files"]) if weights_dir.is_dir() else {"bytes_done": 0, "files_done": 0}
     todo = listing["total_bytes"] - d["bytes_done"]
     margin = int(margin_gb * 1e9)
     where, free = free_bytes(weights_dir)
-    ok = free >= todo + margin
+    ok = free >= space_required(listing["total_bytes"], d["bytes_done"], margin)
     out = {
         "present_bytes": d["bytes_done"],
         "todo_bytes": todo,

@@ -4,10 +4,11 @@
 Run with the venv's python. Reads a JSON request on stdin:
   {"version": "0.5.23", "architectures": ["MiniMaxM3Sparse..."],
    "tool_call_parser": ["minimax-m3", "minimax-m2"], "reasoning_parser": [...],   # preference order
-   "argv": ["--model-path", ..., "--tool-call-parser", "{tool_call_parser}", ...]}
+   "argv": ["--model-path", ..., "--tool-call-parser", "{tool_call_parser}", ...]}   # a JSON list
 Prints one JSON object: ok, version, parsers chosen, the parser choices of the installed SGLang
 (read from its real argument parser), errors. The argv (with the chosen parsers substituted) is
-checked with the installed SGLang's own `prepare_server_args`, so unknown, removed or ambiguous
+checked with the installed SGLang's own `prepare_server_args` (arguments exactly "{tool_call_parser}" /
+"{reasoning_parser}" are replaced; every other argument passes unchanged, see resolve_argv), so unknown, removed or ambiguous
 flags and bad choices fail here, not at service start.
 """
 
@@ -33,6 +34,21 @@ def arch_known(sglang_dir: str, arch: str) -> bool:
                     if pattern.search(fh.read()):
                         return True
     return False
+
+
+PLACEHOLDERS = {"{tool_call_parser}": "tool_call_parser", "{reasoning_parser}": "reasoning_parser"}
+
+
+def resolve_argv(argv, chosen: dict) -> list:
+    """The argv as a list (a JSON list, or its JSON text), with the chosen parsers put in place of
+    the arguments that are exactly ``{tool_call_parser}`` / ``{reasoning_parser}``. Every other
+    argument passes through unchanged: JSON values, braces, quotes and spaces included (no
+    str.format)."""
+    if isinstance(argv, str):
+        argv = json.loads(argv)
+    if not isinstance(argv, list):
+        raise ValueError(f"argv must be a list, got {type(argv).__name__}")
+    return [chosen.get(PLACEHOLDERS[a]) or "" if a in PLACEHOLDERS else str(a) for a in argv]
 
 
 def main() -> int:
@@ -80,7 +96,7 @@ def main() -> int:
         chosen[kind] = pick
     out["parsers"] = chosen
 
-    argv = [a.format(**{k: v or "" for k, v in chosen.items()}) for a in req.get("argv", [])]
+    argv = resolve_argv(req.get("argv", []), chosen)
     config = req.get("config")
     out["argv"] = argv  # what the service will run (its --config, if any, is added by the unit)
     if argv and not out["errors"]:

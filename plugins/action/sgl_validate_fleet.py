@@ -1,0 +1,182 @@
+# -*- coding: utf-8 -*-
+"""sgl_validate_fleet: validate every host of the run on the controller, before any host task.
+
+Run once (``run_once: true``) in the first play of every playbook (playbooks/validate.yml). For
+each host of the run (``ansible_play_hosts_all``, so ``--limit`` applies) it merges the defaults
+of the roles that run on the host's groups (sgl_deploy.validate.ROLE_GROUPS) under the host's
+variables (inventory, group_vars, host_vars, -e), templates what can be templated (values that
+need facts of a later phase, such as ``sglang_plan_result``, are skipped), checks each role's
+``meta/argument_specs.yml`` (entry point ``main``) with Ansible's ``ArgumentSpecValidator`` and
+then the semantic rules of ``sgl_deploy.validate``. It never contacts a host.
+
+Fails with every problem of every host, one per line (host, variable, value, problem, fix).
+Returns: hosts (how many were checked), elapsed_s, timing (read, template, spec, rules seconds).
+
+Task arguments:
+  hosts   hosts to check (default: ansible_play_hosts_all)
+  roles_dir  where the roles are (default: the roles/ folder of this checkout)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+from ansible.plugins.action import ActionBase
+
+try:
+    from sgl_deploy import validate as _validate
+except ImportError:  # a checkout without `pip install -e .` (or an older install): use the checkout's src/
+    sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")))
+    for _name in [m for m in sys.modules if m == "sgl_deploy" or m.startswith("sgl_deploy.")]:
+        sys.modules.pop(_name)
+    from sgl_deploy import validate as _validate
+
+
+def _maybe_template(value) -> bool:
+    """Whether a value holds Jinja (only those are templated: fast on big fleets)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_maybe_template(k) or _maybe_template(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_maybe_template(v) for v in value)
+    return False
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# the same object for every host of the run: part of no cache key
+_FLEET_WIDE = frozenset({"groups", "hostvars", "ansible_play_hosts_all", "ansible_play_hosts", "play_hosts",
+                         "ansible_play_batch", "playbook_dir", "ansible_playbook_python"})
+
+
+def _inputs_key(value, merged) -> str:
+    """Every variable a template can read, followed through templated variables, with its raw value
+    (names that are not variables, such as filters, add nothing)."""
+    seen, todo = set(), [value]
+    while todo:
+        for ident in _IDENT.findall(repr(todo.pop())):
+            if ident not in seen and ident in merged and ident not in _FLEET_WIDE:
+                seen.add(ident)
+                if _maybe_template(merged[ident]):
+                    todo.append(merged[ident])
+    return repr(value) + repr([(n, merged[n]) for n in sorted(seen)])
+
+
+_ROLES_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles"))
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def _role_data(self, roles_dir: str) -> dict:
+        """role -> (options of entry point main, defaults, vars) read from the role's files."""
+        data = {}
+        for role in _validate.ROLE_GROUPS:
+            base = os.path.join(roles_dir, role)
+            spec = self._loader.load_from_file(os.path.join(base, "meta", "argument_specs.yml")) or {}
+            options = ((spec.get("argument_specs") or {}).get("main") or {}).get("options") or {}
+            layers = []
+            for sub in ("defaults", "vars"):
+                path = os.path.join(base, sub, "main.yml")
+                if os.path.exists(path):
+                    layers.append(self._loader.load_from_file(path, trusted_as_template=True) or {})
+            data[role] = (options, layers[0] if layers else {}, layers[1] if len(layers) > 1 else {})
+        return data
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        started = time.monotonic()
+        playbook_dir = task_vars.get("playbook_dir") or os.getcwd()
+        roles_dir = self._task.args.get("roles_dir") or _ROLES_DIR
+        hosts = list(self._task.args.get("hosts") or task_vars.get("ansible_play_hosts_all") or [])
+        groups = {k: list(v) for k, v in (task_vars.get("groups") or {}).items()}
+        hostvars = task_vars["hostvars"]
+        roles = self._role_data(roles_dir)
+        member_of = {}
+        for group, members in groups.items():
+            for h in members:
+                member_of.setdefault(h, set()).add(group)
+
+        resolved = {}
+        templar = None
+        cache = {}
+        spec_cache = {}
+        spec_problems = []
+        timing = {"read_s": 0.0, "template_s": 0.0, "spec_s": 0.0}
+        for host in hosts:
+            host_groups = member_of.get(host, set())
+            host_roles = [r for r, g in _validate.ROLE_GROUPS.items() if g in host_groups]
+            mark = time.monotonic()
+            raw = dict(hostvars.raw_get(host))
+            timing["read_s"] += time.monotonic() - mark
+            merged = {}
+            names = set()
+            for role in host_roles:
+                options, defaults, role_vars = roles[role]
+                merged.update(role_vars)
+                merged.update(defaults)
+                names.update(options)
+                names.update(defaults)
+            merged.update(raw)
+            # the magic variables of a play on this host that role defaults use
+            merged.setdefault("inventory_hostname", host)
+            merged.setdefault("playbook_dir", playbook_dir)
+            merged.setdefault("ansible_play_hosts_all", hosts)
+            merged.setdefault("ansible_play_hosts", hosts)
+            merged.setdefault("groups", groups)
+            merged.setdefault("hostvars", hostvars)
+            merged.setdefault("ansible_playbook_python", sys.executable)
+            prefixes = tuple(f"{_validate.ROLE_PREFIXES[r]}_" for r in host_roles)
+            names.update(k for k in raw if prefixes and k.startswith(prefixes))
+            mark = time.monotonic()
+            if templar is None:
+                templar = self._templar.copy_with_new_env(available_variables=merged)
+            else:  # one templar for the whole fleet
+                templar.available_variables = merged
+            values = {}
+            for name in names:
+                if name not in merged:
+                    continue
+                if not _maybe_template(merged[name]):
+                    values[name] = merged[name]
+                    continue
+                # hosts that share every input of a template share its value: template it once
+                key = (name, _inputs_key(merged[name], merged))
+                if key not in cache:
+                    try:
+                        cache[key] = (True, templar.template(merged[name]))
+                    except Exception:  # noqa: BLE001 - undefined: needs a fact of a later phase (checked by the role)
+                        cache[key] = (False, None)
+                ok, value = cache[key]
+                if ok:
+                    values[name] = value
+            resolved[host] = values
+            timing["template_s"] += time.monotonic() - mark
+            mark = time.monotonic()
+            for role in host_roles:
+                # a role default as written is valid by construction (tests/unit/test_role_specs.py):
+                # check what the inventory set and what was templated
+                options, defaults, _vars = roles[role]
+                check = {k: v for k, v in values.items()
+                         if k in options and (k in raw or _maybe_template(defaults.get(k)))}
+                key = (role, repr(sorted(check.items(), key=lambda kv: kv[0])))
+                if key not in spec_cache:
+                    spec_cache[key] = _validate.argument_spec_problems("\0", role, options, check)
+                spec_problems += [{**p, "host": host} for p in spec_cache[key]]
+            timing["spec_s"] += time.monotonic() - mark
+        mark = time.monotonic()
+        problems = _validate.merge_problems(spec_problems, _validate.fleet_problems(resolved, groups, hosts), hosts)
+        timing["rules_s"] = time.monotonic() - mark
+        timing = {k: round(v, 3) for k, v in timing.items()}
+        result.update(changed=False, hosts=len(hosts), elapsed_s=round(time.monotonic() - started, 3), timing=timing)
+        if problems:  # the message says it all (one line per problem); no second copy in the result
+            result["failed"] = True
+            result["msg"] = _validate.format_problems(problems)
+        else:
+            result["msg"] = f"{len(hosts)} host(s) validated: no bad value"
+        return result

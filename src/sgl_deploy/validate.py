@@ -1,0 +1,659 @@
+"""Fleet validation: the semantic rules every inventory value must pass before any host changes.
+
+Pure functions over one host's variables (role defaults merged under the inventory, templated
+where they can be) and the fleet (inventory groups, hosts in the run). Each problem is a dict
+``{host, variable, value, problem, fix}``; ``value`` is already display text, with secrets
+masked. The action plugin ``plugins/action/sgl_validate_fleet.py`` runs the roles' argument
+specs and then :func:`fleet_problems` on the controller, and fails with :func:`format_problems`
+(all problems of all hosts at once). ``docs/validation.md`` lists every rule and its message.
+
+Knowledge that lives elsewhere is imported, never copied: the planned flags
+(:data:`sgl_deploy.argv.MANAGED_FLAGS` via :func:`sgl_deploy.argv.extra_arg_problems`), the
+probe names (:data:`sgl_deploy.probe.PROBES`), the profiles (:mod:`sgl_deploy.profiles`) and the
+replica-group membership rule (:func:`sgl_deploy.preflight.group_membership_problems`).
+"""
+
+from __future__ import annotations
+
+import functools
+import posixpath
+import re
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlparse
+
+from sgl_deploy import argv as _argv
+from sgl_deploy import preflight as _preflight
+from sgl_deploy import probe as _probe
+from sgl_deploy import profiles as _profiles
+
+Problem = dict[str, str]
+
+# Which roles run on which inventory group (site.yml and the phase playbooks).
+ROLE_GROUPS: dict[str, str] = {
+    "gpu_preflight": "sglang_servers",
+    "sglang_plan": "sglang_servers",
+    "sglang_install": "sglang_servers",
+    "model_weights": "sglang_servers",
+    "sglang_service": "sglang_servers",
+    "probes": "sglang_servers",
+    "sglang_router": "sglang_routers",
+}
+
+# Variable prefix of each role (role-prefixed variables, docs/architecture.md).
+ROLE_PREFIXES: dict[str, str] = {
+    "gpu_preflight": "gpu_preflight",
+    "sglang_plan": "sglang_plan",
+    "sglang_install": "sglang_install",
+    "model_weights": "model_weights",
+    "sglang_service": "sglang_service",
+    "probes": "probes",
+    "sglang_router": "sglang_router",
+}
+
+SECRET_VARIABLES = frozenset({
+    "sglang_service_api_key", "probes_api_key", "sglang_router_api_key", "model_weights_token",
+})
+API_KEY_VARIABLES = ("sglang_service_api_key", "probes_api_key", "sglang_router_api_key", "model_weights_token")
+
+# Host paths the toolkit creates, owns (chown/chmod) or removes.
+PATH_VARIABLES = (
+    "sglang_plan_weights_root", "model_weights_dir", "model_weights_tool_path",
+    "sglang_install_root", "sglang_install_venv_path", "sglang_install_uv_cache_dir",
+    "sglang_service_root", "sglang_service_venv_path", "sglang_service_backup_dir",
+    "sglang_router_root", "sglang_router_venv_path", "sglang_router_uv_cache_dir",
+)
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64")
+
+MODEL_ID_VARIABLES = ("sglang_plan_model_id", "model_weights_model_id")
+REVISION_VARIABLES = ("sglang_plan_model_revision", "model_weights_revision")
+_HUB_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+_MODEL_ID_RE = re.compile(rf"^{_HUB_NAME}/{_HUB_NAME}$")
+_REVISION_RE = re.compile(rf"^{_HUB_NAME}$")
+
+ENVIRONMENT_VARIABLES = (
+    "sglang_service_environment", "sglang_service_nccl_environment",
+    "sglang_install_environment", "sglang_router_environment",
+)
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+PORT_VARIABLES = (
+    "sglang_plan_port", "sglang_plan_dist_init_port", "sglang_router_port",
+    "sglang_router_prometheus_port", "model_weights_fanout_port", "probes_port",
+)
+
+URL_VARIABLES = (
+    "model_weights_endpoint", "model_weights_hf_endpoint", "sglang_plan_hub_endpoint",
+    "sglang_install_index_url", "sglang_router_index_url", "probes_image_url", "probes_base_url",
+    "probes_router_url",
+)
+URL_LIST_VARIABLES = ("sglang_install_extra_index_urls", "sglang_router_worker_urls")
+FIND_LINKS_VARIABLES = (("sglang_install_offline", "sglang_install_find_links"),
+                        ("sglang_router_offline", "sglang_router_find_links"))
+
+VERSION_VARIABLES = (
+    "sglang_plan_sglang_version", "sglang_install_version", "sglang_router_version",
+    "sglang_install_uv_version", "sglang_router_uv_version",
+)
+_VERSION_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
+_VERSION_EXAMPLES = {"sglang_router_version": "0.3.2", "sglang_install_uv_version": "0.13.9",
+                     "sglang_router_uv_version": "0.13.9", "gpu_preflight_min_cuda": "13.0",
+                     "gpu_preflight_min_python": "3.10"}
+MIN_VERSION_VARIABLES = ("gpu_preflight_min_driver", "gpu_preflight_min_cuda", "gpu_preflight_min_python")
+_NUMERIC_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
+
+FRACTION_VARIABLES = ("sglang_plan_mem_fraction_static",)
+# (variable, smallest accepted value); None values mean "not set" and pass.
+NUMBER_FLOORS: tuple[tuple[str, float, bool], ...] = (
+    # variable, bound, strict (value must be > bound) or not (>= bound)
+    ("sglang_plan_weights_gb", 0, True),
+    ("sglang_plan_kv_gb_per_mtok", 0, True),
+    ("sglang_plan_disk_margin_gb", 0, False),
+    ("model_weights_disk_margin_gb", 0, False),
+    ("sglang_plan_tp_size", 1, False),
+    ("sglang_plan_ep_size", 1, False),
+    ("sglang_plan_dp_size", 1, False),
+    ("sglang_plan_pp_size", 1, False),
+    ("sglang_plan_context_length", 1, False),
+    ("sglang_plan_max_clock_skew_s", 0, True),
+    ("sglang_plan_rendezvous_timeout_s", 1, False),
+    ("model_weights_max_workers", 1, False),
+    ("model_weights_parallel_workers", 1, False),
+    ("model_weights_file_timeout_s", 1, False),
+    ("model_weights_download_timeout_s", 1, False),
+    ("model_weights_poll_interval_s", 1, False),
+    ("probes_timeout_s", 1, False),
+    ("probes_concurrency", 1, False),
+    ("probes_max_tokens", 1, False),
+    ("sglang_service_readiness_interval_s", 1, False),
+    ("sglang_install_keep_venvs", 1, False),
+    ("sglang_router_keep_venvs", 1, False),
+)
+
+UNIT_NAME_VARIABLES = ("sglang_service_name", "sglang_router_service_name")
+USER_VARIABLES = ("sglang_service_user", "sglang_service_group", "sglang_router_user", "sglang_router_group",
+                  "model_weights_owner", "model_weights_group")
+_UNIT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
+
+PROBE_NAME_VARIABLES = ("probes_only", "probes_skip")
+# Flags the router role sets itself (sgl_router_launch.py and the unit); never in sglang_router_extra_args.
+ROUTER_MANAGED_FLAGS = ("--api-key", "--worker-urls", "--host", "--port", "--policy")
+
+
+def _shown(variable: str, value: Any) -> str:
+    """Display text of a value; secrets masked (their length and what is wrong stays visible)."""
+    if variable in SECRET_VARIABLES:
+        text = str(value)
+        return f"<secret, {len(text)} chars>"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def problem(host: str, variable: str, value: Any, what: str, fix: str) -> Problem:
+    """One refusal: host, variable, the value found (masked for secrets), what is wrong, the fix."""
+    return {"host": str(host), "variable": variable, "value": _shown(variable, value), "problem": what, "fix": fix}
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+# --------------------------------------------------------------------------- single values
+
+def path_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """An absolute path, not ``/`` and not under a system tree."""
+    if not _is_set(value):
+        return None
+    text = str(value)
+    fix = f"set {variable} to an absolute path of its own, e.g. under /opt, /srv or /var"
+    if not text.startswith("/"):
+        return problem(host, variable, value, "is not an absolute path", fix)
+    norm = posixpath.normpath(text)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    if norm == "/":
+        return problem(host, variable, value, "is the root directory /", fix)
+    for root in FORBIDDEN_ROOTS:
+        if norm == root or norm.startswith(root + "/"):
+            return problem(host, variable, value, f"is under the system directory {root}", fix)
+    return None
+
+
+def model_id_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """``owner/name`` with the hub's characters (letters, digits, ``_ . -``), no ``..``."""
+    if not _is_set(value):
+        return None
+    text = str(value)
+    if ".." in text or not _MODEL_ID_RE.fullmatch(text):
+        return problem(
+            host, variable, value,
+            "is not a hub model id: owner/name with letters, digits, '_', '.', '-' only, one '/', no '..'",
+            f"set {variable} to the repo id as the hub shows it, e.g. MiniMax/MiniMax-M3",
+        )
+    return None
+
+
+def revision_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """A branch, tag or commit with the hub's characters; no ``/`` and no ``..`` (it names a directory)."""
+    if not _is_set(value):
+        return None
+    text = str(value)
+    if ".." in text or not _REVISION_RE.fullmatch(text):
+        return problem(
+            host, variable, value,
+            "is not a hub revision: letters, digits, '_', '.', '-' only, no '/' and no '..' (it names the weights directory)",
+            f"set {variable} to a branch, tag or commit id, e.g. master",
+        )
+    return None
+
+
+def api_key_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """Printable ASCII without whitespace: a client must be able to send it in an HTTP header."""
+    if not _is_set(value):
+        return None
+    text = str(value)
+    bad = [c for c in text if not ("\x21" <= c <= "\x7e")]
+    if bad:
+        kinds = sorted({"whitespace" if c.isspace() else "non-printable or non-ASCII" for c in bad})
+        return problem(
+            host, variable, value,
+            f"contains {' and '.join(kinds)} characters (a newline or a space cannot be sent in the Authorization header)",
+            f"set {variable} to printable ASCII without spaces or newlines (check how the vault value was pasted)",
+        )
+    return None
+
+
+def environment_problems(host: str, variable: str, value: Any) -> list[Problem]:
+    """A mapping of environment names to scalar values (no lists, mappings or newlines)."""
+    if value is None:
+        return []
+    fix = f"set {variable} to a mapping NAME: value, each value a string or number"
+    if not isinstance(value, Mapping):
+        return [problem(host, variable, value, "is not a mapping", fix)]
+    out = []
+    for key, item in value.items():
+        if not _ENV_NAME_RE.fullmatch(str(key)):
+            out.append(problem(host, f"{variable}.{key}", item, "is not an environment variable name", fix))
+        elif isinstance(item, (Mapping, list, tuple, set)) or item is None:
+            out.append(problem(host, f"{variable}.{key}", item,
+                               "is not a scalar (a mapping or list would reach the unit as Python text)", fix))
+        elif "\n" in str(item) or "\r" in str(item):
+            out.append(problem(host, f"{variable}.{key}", item, "contains a newline", fix))
+    return out
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def port_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """A TCP port, 1..65535."""
+    if not _is_set(value):
+        return None
+    port = _as_int(value)
+    if port is None or not 1 <= port <= 65535:
+        return problem(host, variable, value, "is not a TCP port (1..65535)", f"set {variable} to a free port between 1024 and 65535")
+    return None
+
+
+def url_problem(host: str, variable: str, value: Any, schemes: tuple[str, ...] = ("http", "https")) -> Problem | None:
+    """A URL with a scheme and a host."""
+    if not _is_set(value):
+        return None
+    text = str(value)
+    parsed = urlparse(text)
+    if parsed.scheme not in schemes or not parsed.netloc or any(c.isspace() for c in text):
+        return problem(
+            host, variable, value, f"is not a URL with a scheme ({'/'.join(schemes)}) and a host",
+            f"set {variable} to a full URL such as https://mirror.example.com/simple, or empty for the default",
+        )
+    return None
+
+
+def find_links_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """A wheelhouse: an absolute directory or an http(s) URL."""
+    if not _is_set(value):
+        return None
+    text = str(value)
+    if text.startswith("/"):
+        return None
+    if urlparse(text).scheme in ("http", "https", "file") and (urlparse(text).netloc or text.startswith("file:")):
+        return None
+    return problem(host, variable, value, "is neither an absolute directory nor a URL",
+                   f"set {variable} to the wheelhouse directory on the host (absolute) or its http(s) URL")
+
+
+def version_problem(host: str, variable: str, value: Any, pattern: re.Pattern[str] = _VERSION_RE) -> Problem | None:
+    """A release version (``0.5.23``, ``0.5.4.post1``, ``0.5.16rc1``), not a range or a name."""
+    if not _is_set(value):
+        return None
+    if not pattern.fullmatch(str(value).strip()):
+        example = _VERSION_EXAMPLES.get(variable, "0.5.23" if pattern is _VERSION_RE else "580")
+        return problem(host, variable, value, "is not a version number",
+                       f"set {variable} to an exact version such as {example} (no ranges, names or 'v' prefix)")
+    return None
+
+
+def fraction_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """A fraction strictly between 0 and 1."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or not 0 < number < 1:
+        return problem(host, variable, value, "is not a fraction between 0 and 1 (exclusive)",
+                       f"set {variable} to a value such as 0.85, or remove it to use the profile's")
+    return None
+
+
+def number_problem(host: str, variable: str, value: Any, floor: float, strict: bool) -> Problem | None:
+    """A number above (``strict``) or at least ``floor``."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None  # the argument spec reports the type
+    if isinstance(value, bool) or (number <= floor if strict else number < floor):
+        need = f"greater than {floor:g}" if strict else f"at least {floor:g}"
+        return problem(host, variable, value, f"must be {need}",
+                       f"set {variable} to a value {need}, or remove it to use the default")
+    return None
+
+
+def name_problem(host: str, variable: str, value: Any, pattern: re.Pattern[str], what: str) -> Problem | None:
+    if not _is_set(value) or pattern.fullmatch(str(value)):
+        return None
+    return problem(host, variable, value, f"is not a valid {what}", f"set {variable} to a plain {what} ({pattern.pattern})")
+
+
+def extra_args_problems(host: str, variable: str, value: Any) -> list[Problem]:
+    """SGLang extra args: a list of strings, none of them a planned flag, a secret or an abbreviation."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        return [problem(host, variable, value, "is not a list (a string would be split into characters or at commas)",
+                        f"set {variable} to a YAML list, one argument per item, e.g. ['--chunked-prefill-size', '8192']")]
+    out = []
+    if any(isinstance(a, (Mapping, list, tuple)) or a is None for a in value):
+        out.append(problem(host, variable, value, "has an item that is not a string",
+                           f"quote every item of {variable} (JSON values as one string: '{{\"key\": 1}}')"))
+    for why in _argv.extra_arg_problems([str(a) for a in value]):
+        out.append(problem(host, variable, value, why,
+                           f"remove that flag from {variable}: the plan sets it (sglang_plan_*), "
+                           "the API key goes in sglang_service_api_key"))
+    return out
+
+
+def router_extra_args_problems(host: str, variable: str, value: Any) -> list[Problem]:
+    """Router extra args: a list, never a flag the router role sets itself."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        return [problem(host, variable, value, "is not a list",
+                        f"set {variable} to a YAML list, one argument per item")]
+    out = []
+    for arg in value:
+        flag = str(arg).split("=", 1)[0]
+        if flag in ROUTER_MANAGED_FLAGS:
+            out.append(problem(host, variable, value, f"carries {flag}, which the router role sets itself",
+                               f"remove {flag} from {variable}; use sglang_router_api_key, sglang_router_worker_urls, "
+                               "sglang_router_host, sglang_router_port or sglang_router_policy"))
+    return out
+
+
+def probe_names_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """Known probe names only (sgl_deploy.probe.PROBES and the optional ones)."""
+    if value is None:
+        return None
+    known = _probe.PROBES + _probe.OPTIONAL_PROBES
+    names = value if isinstance(value, (list, tuple)) else [value]
+    unknown = [str(n) for n in names if str(n) not in known]
+    if unknown:
+        return problem(host, variable, value, f"names unknown probe(s) {', '.join(unknown)}",
+                       f"use names from {', '.join(known)} in {variable}")
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def _load_profile(name: str) -> Any:
+    """The profile, or the error text (loaded once per name for the whole fleet)."""
+    try:
+        return _profiles.load_profile(name)
+    except (_profiles.ProfileError, OSError, ValueError) as exc:
+        return str(exc)
+
+
+def profile_problems(host: str, vars_: Mapping[str, Any]) -> list[Problem]:
+    """The model profile exists (a shipped name or a readable file) and has the variant asked for."""
+    name = vars_.get("sglang_plan_model_profile")
+    if not _is_set(name):
+        return []
+    prof = _load_profile(str(name))
+    if isinstance(prof, str):
+        return [problem(host, "sglang_plan_model_profile", name, f"cannot be loaded ({prof})",
+                        f"set sglang_plan_model_profile to one of {', '.join(_profiles.available_profiles())} "
+                        "or to the path of a profile YAML file on the controller")]
+    variant = vars_.get("sglang_plan_variant")
+    if _is_set(variant):
+        try:
+            prof.variant(str(variant))
+        except _profiles.ProfileError:
+            variants = ", ".join(sorted(prof.data.get("variants", {})))
+            return [problem(host, "sglang_plan_variant", variant, f"is not a variant of profile {prof.name}",
+                            f"set sglang_plan_variant to one of {variants}, or empty to pick from the GPUs")]
+    return []
+
+
+def offline_problem(host: str, offline_var: str, links_var: str, vars_: Mapping[str, Any]) -> Problem | None:
+    """Offline installs need a wheelhouse."""
+    offline = vars_.get(offline_var)
+    if str(offline).lower() in ("true", "yes", "1", "on") and not _is_set(vars_.get(links_var)):
+        return problem(host, offline_var, offline, f"is on but {links_var} is empty (no wheelhouse to install from)",
+                       f"set {links_var} to the wheelhouse directory or URL, or set {offline_var}: false")
+    return None
+
+
+# --------------------------------------------------------------------------- one host
+
+def host_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[str] = ()) -> list[Problem]:
+    """Every single-host rule over ``vars_`` (variables absent from it were not resolvable: skipped)."""
+    out: list[Problem] = []
+
+    def add(p: Problem | None) -> None:
+        if p:
+            out.append(p)
+
+    for var in PATH_VARIABLES:
+        if var in vars_:
+            add(path_problem(host, var, vars_[var]))
+    for var in MODEL_ID_VARIABLES:
+        if var in vars_:
+            add(model_id_problem(host, var, vars_[var]))
+    for var in REVISION_VARIABLES:
+        if var in vars_:
+            add(revision_problem(host, var, vars_[var]))
+    for var in API_KEY_VARIABLES:
+        if var in vars_:
+            add(api_key_problem(host, var, vars_[var]))
+    for var in ENVIRONMENT_VARIABLES:
+        if var in vars_:
+            out += environment_problems(host, var, vars_[var])
+    for var in PORT_VARIABLES:
+        if var in vars_:
+            add(port_problem(host, var, vars_[var]))
+    for var in URL_VARIABLES:
+        if var in vars_:
+            add(url_problem(host, var, vars_[var]))
+    for var in URL_LIST_VARIABLES:
+        value = vars_.get(var)
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                add(url_problem(host, var, item, ("http", "https", "file") if "index" in var else ("http", "https")))
+    for offline_var, links_var in FIND_LINKS_VARIABLES:
+        if links_var in vars_:
+            add(find_links_problem(host, links_var, vars_[links_var]))
+        add(offline_problem(host, offline_var, links_var, vars_))
+    for var in VERSION_VARIABLES:
+        if var in vars_:
+            add(version_problem(host, var, vars_[var]))
+    for var in MIN_VERSION_VARIABLES:
+        if var in vars_:
+            add(version_problem(host, var, vars_[var], _NUMERIC_VERSION_RE))
+    for var in FRACTION_VARIABLES:
+        if var in vars_:
+            add(fraction_problem(host, var, vars_[var]))
+    for var, floor, strict in NUMBER_FLOORS:
+        if var in vars_:
+            add(number_problem(host, var, vars_[var], floor, strict))
+    for var in UNIT_NAME_VARIABLES:
+        if var in vars_:
+            add(name_problem(host, var, vars_[var], _UNIT_RE, "systemd unit name"))
+    for var in USER_VARIABLES:
+        if var in vars_:
+            add(name_problem(host, var, vars_[var], _USER_RE, "user or group name"))
+    for var in PROBE_NAME_VARIABLES:
+        if var in vars_:
+            add(probe_names_problem(host, var, vars_[var]))
+    if "sglang_plan_extra_args" in vars_:
+        out += extra_args_problems(host, "sglang_plan_extra_args", vars_["sglang_plan_extra_args"])
+    if "sglang_router_extra_args" in vars_:
+        out += router_extra_args_problems(host, "sglang_router_extra_args", vars_["sglang_router_extra_args"])
+    if "sglang_plan_model_profile" in vars_:
+        out += profile_problems(host, vars_)
+    out += port_clash_problems(host, vars_, groups_of_host)
+    return out
+
+
+def host_ports(vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> dict[str, int]:
+    """The ports this host listens on, by variable: engine and rendezvous on servers, router and its
+    metrics on routers, the weights mirror on fan-out hosts."""
+    groups = set(groups_of_host)
+    wanted: list[str] = []
+    if "sglang_servers" in groups:
+        wanted += ["sglang_plan_port"]
+        replicas = vars_.get("sglang_plan_replicas")
+        if isinstance(replicas, Mapping) and any(isinstance(m, list) and len(m) > 1 for m in replicas.values()):
+            wanted.append("sglang_plan_dist_init_port")
+        if vars_.get("model_weights_source") == "fanout":
+            wanted.append("model_weights_fanout_port")
+    if "sglang_routers" in groups:
+        wanted += ["sglang_router_port", "sglang_router_prometheus_port"]
+    ports = {}
+    for var in wanted:
+        port = _as_int(vars_.get(var))
+        if port is not None and 1 <= port <= 65535:
+            ports[var] = port
+    return ports
+
+
+def port_clash_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> list[Problem]:
+    """Two services of one host never share a port."""
+    out = []
+    seen: dict[int, str] = {}
+    for var, port in host_ports(vars_, groups_of_host).items():
+        if port in seen:
+            out.append(problem(host, var, port, f"is the same port as {seen[port]} on this host",
+                               f"give {var} and {seen[port]} different ports"))
+        else:
+            seen[port] = var
+    return out
+
+
+# --------------------------------------------------------------------------- the fleet
+
+def replica_group_problems(
+    host: str, replicas: Any, all_hosts: Iterable[str], servers: Iterable[str], in_run: Iterable[str]
+) -> list[Problem]:
+    """``sglang_plan_replicas`` (as ``host`` sees it): a mapping name -> [hosts]; every host exists, is in
+    sglang_servers, is in one group only, and a group is either wholly in the run or not at all."""
+    var = "sglang_plan_replicas"
+    if replicas is None or replicas == {}:
+        return []
+    if not isinstance(replicas, Mapping):
+        return [problem(host, var, replicas, "is not a mapping of group name to a list of hosts",
+                        "set sglang_replicas to {name: [rank0 host, rank1 host, ...]}")]
+    known, serving, running = set(all_hosts), set(servers), set(in_run)
+    out: list[Problem] = []
+    owner: dict[str, str] = {}
+    for name, members in replicas.items():
+        if not isinstance(members, (list, tuple)) or not members:
+            out.append(problem(host, f"{var}.{name}", members, "is not a non-empty list of hosts",
+                               "list the group's hosts in rank order, rank 0 first"))
+            continue
+        for member in members:
+            member = str(member)
+            if member not in known:
+                out.append(problem(host, f"{var}.{name}", list(members), f"names {member}, which is not in the inventory",
+                                   f"fix the spelling of {member} or add it to sglang_servers"))
+            elif member not in serving:
+                out.append(problem(host, f"{var}.{name}", list(members), f"names {member}, which is not in sglang_servers",
+                                   f"add {member} to sglang_servers or remove it from the group"))
+            if member in owner:
+                where = "twice in this group" if owner[member] == name else f"also in group {owner[member]}"
+                out.append(problem(host, f"{var}.{name}", list(members), f"names {member}, which is {where}",
+                                   f"put {member} in exactly one replica group, once"))
+            else:
+                owner[member] = str(name)
+        in_group = [str(m) for m in members if str(m) in serving]  # unknown hosts are reported above
+        if len(in_group) == len(members) and any(m in running for m in in_group):
+            for p in _preflight.group_membership_problems(str(name), in_group, running):
+                out.append(problem(host, f"{var}.{name}", in_group, p["found"], p["fix"]))
+    return out
+
+
+def fleet_problems(
+    hostvars: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, Iterable[str]],
+    in_run: Iterable[str],
+) -> list[Problem]:
+    """Every rule for every host in the run. ``hostvars``: host -> resolved variables; ``groups``:
+    the inventory groups (``all``, ``sglang_servers``, ...); ``in_run``: hosts of this run (after --limit)."""
+    running = list(in_run)
+    member_of: dict[str, list[str]] = {}
+    for group, hosts in groups.items():
+        for h in hosts:
+            member_of.setdefault(str(h), []).append(str(group))
+    all_hosts = list(groups.get("all", [])) or list(hostvars)
+    servers = list(groups.get("sglang_servers", []))
+    out: list[Problem] = []
+    seen_replicas: set[str] = set()
+    for host in running:
+        vars_ = hostvars.get(host, {})
+        out += host_problems(host, vars_, member_of.get(host, []))
+        if host in servers and "sglang_plan_replicas" in vars_:
+            key = repr(vars_["sglang_plan_replicas"])
+            if key not in seen_replicas:  # the same mapping (group_vars) is checked once
+                seen_replicas.add(key)
+                out += replica_group_problems(host, vars_["sglang_plan_replicas"], all_hosts, servers, running)
+    return out
+
+
+def merge_problems(spec: list[Problem], semantic: list[Problem], hosts_order: Iterable[str]) -> list[Problem]:
+    """Argument-spec problems first; a semantic problem of a variable that already failed its spec is
+    dropped (one cause, one line); sorted by host in inventory order."""
+    failed = {(p["host"], p["variable"]) for p in spec}
+    merged = spec + [p for p in semantic if (p["host"], p["variable"]) not in failed]
+    order = {h: i for i, h in enumerate(hosts_order)}
+    return sorted(merged, key=lambda p: order.get(p["host"], len(order)))
+
+
+def format_problems(problems: list[Problem]) -> str:
+    """All problems, one per line: ``host: variable = value: problem. Fix: fix``."""
+    hosts = sorted({p["host"] for p in problems})
+    head = (f"The inventory has {len(problems)} bad value{'s' if len(problems) != 1 else ''} on "
+            f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}; nothing was changed on any host:")
+    lines = [head] + [f"  {p['host']}: {p['variable']} = {p['value']}: {p['problem']}. Fix: {p['fix']}" for p in problems]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- argument specs
+
+_VALIDATORS: dict[tuple[str, int], Any] = {}
+
+
+def _validator(role: str, options: Mapping[str, Any]) -> Any:
+    """One ArgumentSpecValidator per role spec (building it is the slow part on big fleets)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # only with Ansible installed
+
+    key = (role, id(options))
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = (options, ArgumentSpecValidator(dict(options)))
+    return _VALIDATORS[key][1]
+
+
+def argument_spec_problems(host: str, role: str, options: Mapping[str, Any], values: Mapping[str, Any]) -> list[Problem]:
+    """The role's ``meta/argument_specs.yml`` options (entry point ``main``) checked against ``values``
+    with Ansible's own ``ArgumentSpecValidator`` (the check the role runs when it starts), one problem
+    per error, naming the variable."""
+    provided = {k: v for k, v in values.items() if k in options}
+    if not provided:
+        return []
+    result = _validator(role, options).validate(provided, validate_role_argument_spec=True)
+    out = []
+    for message in result.error_messages:
+        text = str(message)
+        var = next((k for k in sorted(options, key=len, reverse=True) if k in text), "")
+        for secret in SECRET_VARIABLES:
+            if secret in provided and _is_set(provided[secret]):
+                text = text.replace(str(provided[secret]), "<secret>")
+        spec = options.get(var) or {}
+        if spec.get("choices"):
+            fix = f"set {var} to one of {', '.join(str(c) for c in spec['choices'])}"
+        elif var:
+            kind = spec.get("type", "str")
+            if spec.get("elements"):
+                kind = f"{kind} of {spec['elements']}"
+            article = "an" if kind[0] in "aeiou" else "a"
+            fix = f"set {var} to {article} {kind} (roles/{role}/meta/argument_specs.yml)"
+        else:
+            fix = f"see roles/{role}/meta/argument_specs.yml"
+        out.append(problem(host, var or f"({role})", provided.get(var, ""), f"fails the {role} argument spec: {text}", fix))
+    return out
