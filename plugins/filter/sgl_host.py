@@ -64,7 +64,4 @@ def _ifname_problems(environment, interfaces):
 
 def _profile_model_id(profile, variant=None, gpu_facts=None):
     """Hub id of the profile variant the planner would pick for these GPUs (before planning)."""
-    prof = planner.load_profile(profile)
-    arch = (gpu_facts or {}).get("architecture") or next(
-        (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
-    return planner._pick_variant(prof, variant, arch, [])["model_id"]  # noqa: SLF001 - same package
+    return planner.profile_model_id(profile, variant, gpu_facts)
