@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: boot the local lab (real Debian 12 systemd hosts, replayed H100 GPUs, the lab's
-# ModelScope-protocol hub), run site.yml against it end to end, and print the probe report.
+# ModelScope-protocol hub), run site.yml against it end to end (Prometheus on labmon included), and print
+# the probe report, `sgl-deploy status` and the Prometheus URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$PWD/.venv/bin"
@@ -15,10 +16,15 @@ step "lab: boot the hosts of $INVENTORY and the hub"
 step "ansible: reach every host over SSH"
 ansible -i "$INVENTORY" all -m ansible.builtin.ping
 
-step "site.yml: preflight, plan, install, weights, serve, router, probe"
+step "site.yml: preflight, plan, install, weights, serve, router, monitoring, probe"
 start=$(date +%s)
 ansible-playbook -i "$INVENTORY" site.yml "$@"
 echo "site.yml took $(( $(date +%s) - start ))s"
 
 step "probe report"
 sgl-deploy report --reports reports
+
+step "sgl-deploy status (one row per engine and gateway; the last line is Prometheus)"
+status_rc=0
+sgl-deploy status -i "$INVENTORY" || status_rc=$?
+exit "$status_rc"

@@ -519,11 +519,22 @@ def collect(inv: dict[str, Any], args: argparse.Namespace, progress: Callable[[i
     return [rows[ep.name] for ep in eps]
 
 
+def prometheus_urls(inv: dict[str, Any], group: str = "monitoring") -> list[str]:
+    """URLs of the Prometheus servers of the inventory (hosts of ``group``, roles/monitoring)."""
+    out = []
+    for host in inv["groups"].get(group, []):
+        hv = inv["hostvars"].get(host, {})
+        port = str(hv.get("monitoring_listen_address") or "0.0.0.0:9090").rsplit(":", 1)[-1]
+        addr = str(hv.get("ansible_host") or host)
+        out.append(f"http://{'[' + addr + ']' if ':' in addr else addr}:{port}")
+    return out
+
+
 def row_ok(row: dict[str, Any]) -> bool:
     return row.get("health") == "healthy" and row.get("drift") == []
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]], prometheus: list[str] | None = None) -> str:
     header = ["HOST", "ROLE", "VERSION", "MODEL@REV", "TP/EP/DP", "HEALTH", "UPTIME", "RUN/QUEUE", "TOKENS",
               "PROBE", "DRIFT"]
     table = [header]
@@ -544,6 +555,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + "  " + str(row[-1]) for row in table]
     ok = sum(1 for r in rows if row_ok(r))
     lines.append(f"{ok}/{len(rows)} healthy without drift")
+    for url in prometheus or []:
+        lines.append(f"Prometheus: {url} (alerts: {url}/alerts)")
     return "\n".join(lines)
 
 
@@ -570,10 +583,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     sys.stderr.write(f"status: contacting the hosts of {args.inventory}\n")
     rows = collect(inv, args, progress)
     if args.json:
-        print(json.dumps({"inventory": args.inventory, "rows": rows,
+        print(json.dumps({"inventory": args.inventory, "rows": rows, "prometheus": prometheus_urls(inv),
                           "ok": all(row_ok(r) for r in rows)}, indent=2, default=str))
     else:
-        print(format_table(rows))
+        print(format_table(rows, prometheus_urls(inv)))
     return 0 if rows and all(row_ok(r) for r in rows) else 1
 
 

@@ -118,6 +118,7 @@ def test_converged_fleet_is_healthy_without_drift(inventory, fleet, capsys, tmp_
     assert "0.5.23" in e1 and "SglLab/MiniMax-M3-Lab@master" in e1 and "4/1/1" in e1
     assert "healthy" in e1 and "1h02m" in e1 and "1/0" in e1 and "25.6%" in e1
     assert "pass 3m" in e1 and e1.rstrip().endswith("no")
+    assert not any(line.startswith("Prometheus:") for line in lines)  # no monitoring group here
     gw = next(line for line in lines if line.startswith("gw "))
     assert "gateway" in gw and "0.3.2" in gw and "workers 2/2" in gw and gw.rstrip().endswith("no")
     assert lines[-1] == "3/3 healthy without drift"
@@ -146,6 +147,15 @@ def test_extra_arg_and_launcher_drift(inventory, fleet, capsys):
     e1 = next(r for r in json.loads(out)["rows"] if r["host"] == "e1")
     assert "add --enable-torch-compile" in e1["drift"]
     assert any(d.startswith("launcher ") for d in e1["drift"]) and rc == 1
+
+
+def test_prometheus_url_from_the_monitoring_group(inventory, fleet, capsys):
+    (inventory / "hosts.yml").write_text(HOSTS + "    monitoring:\n      hosts:\n        mon: {ansible_host: 10.9.0.21}\n")
+    rc, out, _ = run_status(capsys, "-i", str(inventory))
+    assert out.splitlines()[-1] == "Prometheus: http://10.9.0.21:9090 (alerts: http://10.9.0.21:9090/alerts)"
+    assert "mon" not in fleet.calls and rc == 0
+    rc, out, _ = run_status(capsys, "-i", str(inventory), "--json")
+    assert json.loads(out)["prometheus"] == ["http://10.9.0.21:9090"]
 
 
 def test_unreachable_host_is_a_row_not_a_crash(inventory, fleet, capsys):
