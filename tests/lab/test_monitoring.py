@@ -9,13 +9,12 @@ Uses the session's converged lab (fixture `site`); the lab inventory scrapes and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
 
-import pytest
-
-from conftest import BIN, LAB_INVENTORY, REPO, inventory_copy, ssh
+from conftest import BIN, LAB_INVENTORY, REPO, inventory_copy, playbook, ssh
 
 PROM = "http://10.77.0.21:9090"
 ENGINES = {"lab1": "10.77.0.11", "lab2": "10.77.0.12"}
@@ -123,12 +122,18 @@ def test_kill_engine_fires_an_alert_in_bounded_time(site):
     assert restarted, "the engine came back but no SGLangEngineRestarted alert"
 
 
-@pytest.mark.parametrize("path", ["/-/ready"])
-def test_prometheus_is_the_hardened_distribution_unit(site, path):
+def test_prometheus_is_the_hardened_distribution_unit(site):
     out = ssh("10.77.0.21", "systemctl show prometheus.service -p ActiveState -p ProtectSystem -p FragmentPath "
                             "-p DropInPaths; cat /etc/default/prometheus")
     assert "ActiveState=active" in out and "ProtectSystem=strict" in out
-    assert "/lib/systemd/system/prometheus.service" in out and "sgl-deploy.conf" in out
+    assert re.search(r"^FragmentPath=(/usr)?/lib/systemd/system/prometheus.service$", out, re.M), out
+    assert "prometheus.service.d/sgl-deploy.conf" in out
     assert "--storage.tsdb.retention.time=1d" in out
-    with urllib.request.urlopen(PROM + path, timeout=10) as resp:
+    with urllib.request.urlopen(PROM + "/-/ready", timeout=10) as resp:
         assert resp.status == 200
+
+
+def test_monitoring_rerun_changes_nothing(site):
+    run = playbook("playbooks/monitoring.yml")
+    assert run.rc == 0, run.out[-4000:]
+    assert run.changed("labmon") == 0, run.out[-4000:]
