@@ -3,8 +3,8 @@ gateway, an engine killed with kill -9 raises the engine-down or restart alert w
 `sgl-deploy status` shows the converged lab healthy without drift, and drift after a host_vars change.
 
 The measured kill -> firing time is printed (pytest -s / -rP) and written to
-reports/monitoring/alert-latency.json. Uses the session's converged lab (fixture `site`); the lab inventory scrapes and evaluates every 2 s
-(inventory/lab/group_vars/monitoring.yml).
+reports/monitoring/alert-latency.json. Uses the session's converged lab (fixture `site`); the lab inventory
+scrapes and evaluates every 2 s (inventory/lab/group_vars/monitoring.yml).
 """
 
 from __future__ import annotations
