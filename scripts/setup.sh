@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(debootstrap systemd-container iproute2 iptables openssh-client rsync make git curl ca-certificates python3 python3-venv)
+# prometheus: for promtool only (make test checks and unit-tests the alert rules); no daemon on the controller.
+APT_PACKAGES=(debootstrap systemd-container iproute2 iptables openssh-client rsync make git curl ca-certificates python3 python3-venv prometheus)
 SGLANG_VERSION="${SGLANG_VERSION:-0.5.23}"
 PY="${SGL_CONTROLLER_PYTHON:-$(command -v python3.11 || command -v python3)}"
 export UV_CACHE_DIR="${UV_CACHE_DIR:-/var/cache/sgl-lab/uv}"
@@ -17,6 +18,12 @@ if ((${#missing[@]})); then
   echo "setup: installing system packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The prometheus package enables (and may start) its daemon: the controller needs only promtool.
+if [[ "$(systemctl is-enabled prometheus.service 2>/dev/null)" != masked ]]; then
+  systemctl stop prometheus.service >/dev/null 2>&1 || true
+  systemctl disable prometheus.service >/dev/null 2>&1 || true
+  systemctl mask prometheus.service >/dev/null 2>&1 || true
 fi
 
 if ! command -v uv >/dev/null 2>&1; then

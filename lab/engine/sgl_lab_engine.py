@@ -55,8 +55,9 @@ from lab_script import ENGINE_NAME  # noqa: E402
 
 # Exempt from the API key, as in sglang/srt/utils/auth.py.
 AUTH_EXEMPT_PREFIXES = ("/health", "/ready", "/metrics")
-TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# SGLang's default buckets (sglang/srt/observability/metrics_collector.py, TokenizerMetricsCollector).
+TTFT_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400)
+E2E_BUCKETS = (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600, 1200, 1800, 2400)
 
 
 def log(message: str) -> None:
@@ -391,16 +392,27 @@ def start_rank0_store(args) -> "Rank0Store | None":
 
 
 class Metrics:
+    """SGLang's metric names, types, HELP texts and labels (sglang 0.5.23,
+    sglang/srt/observability/metrics_collector.py) for what the lab engine does.
+
+    Scheduler gauges carry ``model_name, engine_type, tp_rank, pp_rank, moe_ep_rank`` (one series per
+    scheduler; SGLang exports them from the stats-logging rank, tp_rank 0); tokenizer counters and
+    histograms carry ``model_name, engine_type`` (+ ``is_streaming`` where SGLang adds it). The text
+    format is prometheus_client's (``_total`` samples for counters, ``le`` as a float string).
+    """
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.running = 0
-        self.requests_total = 0
-        self.prompt_tokens_total = 0
-        self.generation_tokens_total = 0
-        self.ttft = [0] * (len(TTFT_BUCKETS) + 1)
-        self.ttft_sum = 0.0
-        self.e2e = [0] * (len(E2E_BUCKETS) + 1)
-        self.e2e_sum = 0.0
+        self.aborted_total = 0
+        # per is_streaming value; "false" exists from the start so every family has a series
+        self.requests_total: dict[str, int] = {"false": 0}
+        self.prompt_tokens_total: dict[str, int] = {"false": 0}
+        self.generation_tokens_total: dict[str, int] = {"false": 0}
+        self.ttft: dict[str, list[int]] = {"false": [0] * (len(TTFT_BUCKETS) + 1)}
+        self.ttft_sum: dict[str, float] = {"false": 0.0}
+        self.e2e: dict[str, list[int]] = {"false": [0] * (len(E2E_BUCKETS) + 1)}
+        self.e2e_sum: dict[str, float] = {"false": 0.0}
         self.started = time.monotonic()
 
     @staticmethod
@@ -415,58 +427,73 @@ class Metrics:
         with self.lock:
             self.running += 1
 
-    def end(self, prompt: int, completion: int, ttft: float, e2e: float) -> None:
+    def abort(self) -> None:
+        with self.lock:
+            self.aborted_total += 1
+
+    def end(self, prompt: int, completion: int, ttft: float, e2e: float, streaming: bool = False) -> None:
+        key = "true" if streaming else "false"
         with self.lock:
             self.running -= 1
-            self.requests_total += 1
-            self.prompt_tokens_total += prompt
-            self.generation_tokens_total += completion
-            self._observe(self.ttft, TTFT_BUCKETS, ttft)
-            self.ttft_sum += ttft
-            self._observe(self.e2e, E2E_BUCKETS, e2e)
-            self.e2e_sum += e2e
+            self.requests_total[key] = self.requests_total.get(key, 0) + 1
+            self.prompt_tokens_total[key] = self.prompt_tokens_total.get(key, 0) + prompt
+            self.generation_tokens_total[key] = self.generation_tokens_total.get(key, 0) + completion
+            self._observe(self.ttft.setdefault(key, [0] * (len(TTFT_BUCKETS) + 1)), TTFT_BUCKETS, ttft)
+            self.ttft_sum[key] = self.ttft_sum.get(key, 0.0) + ttft
+            self._observe(self.e2e.setdefault(key, [0] * (len(E2E_BUCKETS) + 1)), E2E_BUCKETS, e2e)
+            self.e2e_sum[key] = self.e2e_sum.get(key, 0.0) + e2e
 
-    def render(self, model_name: str, max_total_tokens: int) -> str:
-        label = f'model_name="{model_name}"'
-        lines = []
+    def render(self, model_name: str, max_total_tokens: int, tp_rank: int = 0, pp_rank: int = 0,
+               moe_ep_rank: int = 0) -> str:
+        name_label = 'model_name="%s"' % model_name.replace("\\", "\\\\").replace('"', '\\"')
+        tok = f'engine_type="unified",{name_label}'
+        sched = f'engine_type="unified",moe_ep_rank="{moe_ep_rank}",{name_label},pp_rank="{pp_rank}",tp_rank="{tp_rank}"'
+        lines: list[str] = []
 
         def metric(name, kind, help_text, samples):
             lines.append(f"# HELP sglang:{name} {help_text}")
             lines.append(f"# TYPE sglang:{name} {kind}")
             lines.extend(samples)
 
-        def hist(name, help_text, counts, buckets, total):
-            samples, acc = [], 0
-            for bound, count in zip(list(buckets) + ["+Inf"], counts):
-                acc += count
-                samples.append(f'sglang:{name}_bucket{{{label},le="{bound}"}} {float(acc)}')
-            samples.append(f"sglang:{name}_sum{{{label}}} {total}")
-            samples.append(f"sglang:{name}_count{{{label}}} {float(acc)}")
+        def gauge(name, help_text, value):
+            metric(name, "gauge", help_text, [f"sglang:{name}{{{sched}}} {float(value)}"])
+
+        def counter(name, help_text, per_stream):
+            metric(name, "counter", help_text,
+                   [f'sglang:{name}{{{tok},is_streaming="{k}"}} {float(v)}' for k, v in sorted(per_stream.items())])
+
+        def hist(name, help_text, per_stream, sums, buckets):
+            samples = []
+            for key in sorted(per_stream):
+                labels, acc = f'{tok},is_streaming="{key}"', 0
+                for bound, count in zip([float(b) for b in buckets] + ["+Inf"], per_stream[key]):
+                    acc += count
+                    samples.append(f'sglang:{name}_bucket{{{labels},le="{bound}"}} {float(acc)}')
+                samples.append(f"sglang:{name}_count{{{labels}}} {float(acc)}")
+                samples.append(f"sglang:{name}_sum{{{labels}}} {sums[key]}")
             metric(name, "histogram", help_text, samples)
 
         with self.lock:
             uptime = max(time.monotonic() - self.started, 1e-6)
             used = min(self.running * 256, max_total_tokens)
-            metric("num_running_reqs", "gauge", "The number of running requests.",
-                   [f"sglang:num_running_reqs{{{label}}} {float(self.running)}"])
-            metric("num_queue_reqs", "gauge", "The number of requests in the waiting queue.",
-                   [f"sglang:num_queue_reqs{{{label}}} 0.0"])
-            metric("token_usage", "gauge", "The token usage.",
-                   [f"sglang:token_usage{{{label}}} {used / max(max_total_tokens, 1):.6f}"])
-            metric("gen_throughput", "gauge", "The generation throughput (token/s).",
-                   [f"sglang:gen_throughput{{{label}}} {self.generation_tokens_total / uptime:.3f}"])
-            metric("max_total_num_tokens", "gauge", "Maximum total number of tokens in the KV pool.",
-                   [f"sglang:max_total_num_tokens{{{label}}} {float(max_total_tokens)}"])
-            metric("prompt_tokens_total", "counter", "Number of prefill tokens processed.",
-                   [f"sglang:prompt_tokens_total{{{label}}} {float(self.prompt_tokens_total)}"])
-            metric("generation_tokens_total", "counter", "Number of generation tokens processed.",
-                   [f"sglang:generation_tokens_total{{{label}}} {float(self.generation_tokens_total)}"])
-            metric("num_requests_total", "counter", "Number of requests processed.",
-                   [f"sglang:num_requests_total{{{label}}} {float(self.requests_total)}"])
+            generated = sum(self.generation_tokens_total.values())
+            gauge("num_running_reqs", "The number of running requests.", self.running)
+            gauge("num_queue_reqs", "The number of requests in the waiting queue.", 0)
+            gauge("gen_throughput", "The generation throughput (token/s).", round(generated / uptime, 3))
+            gauge("token_usage", "The token usage.", round(used / max(max_total_tokens, 1), 6))
+            gauge("num_used_tokens", "The number of used tokens.", used)
+            gauge("cache_hit_rate", "The prefix cache hit rate.", 0)
+            gauge("max_total_num_tokens", "Maximum total number of tokens in the KV cache pool.", max_total_tokens)
+            counter("prompt_tokens_total", "Number of prefill tokens processed.", self.prompt_tokens_total)
+            counter("generation_tokens_total", "Number of generation tokens processed.",
+                    self.generation_tokens_total)
+            counter("num_requests_total", "Number of requests processed.", self.requests_total)
+            metric("num_aborted_requests_total", "counter", "Number of requests aborted.",
+                   [f"sglang:num_aborted_requests_total{{{tok}}} {float(self.aborted_total)}"])
             hist("time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                 self.ttft, TTFT_BUCKETS, self.ttft_sum)
+                 self.ttft, self.ttft_sum, TTFT_BUCKETS)
             hist("e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds",
-                 self.e2e, E2E_BUCKETS, self.e2e_sum)
+                 self.e2e, self.e2e_sum, E2E_BUCKETS)
         lines.append("# sgl-lab-engine (NOT SGLang) simulated metrics")
         return "\n".join(lines) + "\n"
 
@@ -958,7 +985,7 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
                     yield piece
             finally:
                 elapsed = time.monotonic() - start
-                engine.metrics.end(run.prompt_tokens, run.completion_tokens, first or elapsed, elapsed)
+                engine.metrics.end(run.prompt_tokens, run.completion_tokens, first or elapsed, elapsed, streaming=True)
 
         return StreamingResponse(generate(), media_type="text/event-stream")
 

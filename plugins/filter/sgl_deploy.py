@@ -14,6 +14,7 @@ called by their bare names:
 * ``df_stdout | sgl_df_mounts``                    -> [mount fact of the measured path]
 * ``plan | sgl_server_argv(parsers, config_file=...)``   -> SGLang argv list
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
+* ``engines | sgl_scrape_targets(routers, hostvars, role)`` -> Prometheus file_sd entries (engines: rank 0)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -39,6 +40,7 @@ from ansible.errors import AnsibleFilterError
 from sgl_deploy import argv as _argv
 from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
+from sgl_deploy import monitoring as _monitoring
 from sgl_deploy import preflight as _preflight
 from sgl_deploy import planner as _planner
 from sgl_deploy.profiles import ProfileError
@@ -130,6 +132,24 @@ def sgl_systemd_quote(argv: Any) -> str:
     return _argv.quote_argv([str(a) for a in argv])
 
 
+_SCRAPE_VARS = ("ansible_host", "sglang_plan_port", "sglang_replicas", "sglang_plan_replicas",
+                 "sglang_router_port", "sglang_router_prometheus_port",
+                 "sglang_plan_served_model_name", "sglang_plan_model_profile", "sglang_plan_sglang_version")
+
+
+def sgl_scrape_targets(engines: list[str], routers: list[str], hostvars: Any, role: str) -> list[dict[str, Any]]:
+    """File_sd entries for ``role`` (engine: rank-0 hosts of ``engines``; gateway: ``routers``)."""
+    names = list(engines or []) + list(routers or [])
+    hv = {h: {k: hostvars[h].get(k) for k in _SCRAPE_VARS} for h in names}
+    labels = {
+        h: {"model": hv[h]["sglang_plan_served_model_name"] or hv[h]["sglang_plan_model_profile"] or "",
+            "sglang_version": hv[h]["sglang_plan_sglang_version"] or ""}
+        for h in engines or []
+    }
+    labels = {h: {k: v for k, v in lab.items() if v} for h, lab in labels.items()}
+    return _monitoring.file_sd(_monitoring.endpoints(engines or [], routers or [], hv), role, labels)
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -146,4 +166,5 @@ class FilterModule:
             "sgl_df_mounts": sgl_df_mounts,
             "sgl_server_argv": sgl_server_argv,
             "sgl_systemd_quote": sgl_systemd_quote,
+            "sgl_scrape_targets": sgl_scrape_targets,
         }

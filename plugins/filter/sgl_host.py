@@ -79,9 +79,6 @@ def _profile_model_id(profile, variant=None, gpu_facts=None):
     there is none (unknown profile or variant, no variant for these GPUs): the plan task then refuses
     with one clean message instead of a templating error in an earlier task."""
     try:
-        prof = planner.load_profile(profile)
-        arch = (gpu_facts or {}).get("architecture") or next(
-            (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
-        return planner._pick_variant(prof, variant, arch, [])["model_id"]  # noqa: SLF001 - same package
+        return planner.profile_model_id(profile, variant, gpu_facts)
     except ValueError:  # PlanError and ProfileError are ValueErrors
         return ""

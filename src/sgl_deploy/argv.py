@@ -9,6 +9,7 @@ API key never appears here: it goes in the 0600 ``--config`` YAML.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, Iterable, Mapping
 
 # Flags server_argv owns, with their aliases (reference/sglang.md §1 "Key flags").
@@ -172,3 +173,18 @@ def systemd_quote(arg: str) -> str:
 def quote_argv(argv: Iterable[str]) -> str:
     """A whole command line for ``ExecStart=`` (each argument via :func:`systemd_quote`)."""
     return " ".join(systemd_quote(a) for a in argv)
+
+
+def split_exec_start(line: str) -> list[str]:
+    """The argv of an ``ExecStart=`` line written with :func:`quote_argv` (its inverse).
+
+    Accepts the line with or without the ``ExecStart=`` prefix; ``%%`` -> ``%`` and ``$$`` -> ``$``;
+    a lone ``%d``-style specifier (the credentials directory) is kept as written.
+    """
+    text = line.strip()
+    if text.startswith("ExecStart="):
+        text = text[len("ExecStart="):]
+    out: list[str] = []
+    for token in shlex.split(text, posix=True):
+        out.append(token.replace("%%", "\0").replace("$$", "$").replace("\0", "%"))
+    return out

@@ -19,6 +19,7 @@ VERB_MODULES = (
     "sgl_deploy.probe",
     "sgl_deploy.report",
     "sgl_deploy.redeploy",
+    "sgl_deploy.status",
 )
 
 

@@ -1002,6 +1002,14 @@ def _context_length(
     return max_ctx
 
 
+def profile_model_id(profile: str | None, variant: str | None = None, gpu_facts: dict[str, Any] | None = None) -> str:
+    """Hub id of the profile variant the planner would pick for these GPUs (before planning)."""
+    prof = load_profile(profile)
+    arch = (gpu_facts or {}).get("architecture") or next(
+        (g.get("architecture") for g in (gpu_facts or {}).get("gpus", [])), None)
+    return _pick_variant(prof, variant, arch, [])["model_id"]
+
+
 def plan(**kwargs: Any) -> dict[str, Any]:
     """:func:`make_plan` as a plain dict (the ``sglang_plan_result`` fact)."""
     return plan_to_dict(make_plan(**kwargs))

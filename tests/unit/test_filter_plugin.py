@@ -40,7 +40,24 @@ def topo(profile: str) -> str:
 def test_filter_names():
     assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_nvidia_smi_problems", "sgl_needs_fabric_manager",
                       "sgl_plan", "sgl_plan_attempt", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
-                      "sgl_systemd_quote"}
+                      "sgl_systemd_quote", "sgl_scrape_targets"}
+
+
+def test_scrape_targets_rank0_engines_and_gateways():
+    hostvars = {
+        "a0": {"ansible_host": "10.0.0.1", "sglang_plan_port": 8001, "sglang_plan_served_model_name": "M3",
+               "sglang_replicas": {"g": ["a0", "a1"]}},
+        "a1": {"ansible_host": "10.0.0.2", "sglang_replicas": {"g": ["a0", "a1"]}},
+        "b": {"ansible_host": "fd00::5"},
+        "r": {"ansible_host": "10.0.0.9", "sglang_router_prometheus_port": 29100},
+    }
+    engines = F["sgl_scrape_targets"](["a0", "a1", "b"], ["r"], hostvars, "engine")
+    assert engines == [
+        {"targets": ["10.0.0.1:8001"], "labels": {"instance_name": "a0", "role": "engine", "model": "M3"}},
+        {"targets": ["[fd00::5]:8000"], "labels": {"instance_name": "b", "role": "engine"}},
+    ]
+    assert F["sgl_scrape_targets"](["a0"], ["r"], hostvars, "gateway") == [
+        {"targets": ["10.0.0.9:29100"], "labels": {"instance_name": "r", "role": "gateway"}}]
 
 
 def test_gpu_facts_and_preflight():
