@@ -37,6 +37,7 @@ ROLE_GROUPS: dict[str, str] = {
     "sglang_service": "sglang_servers",
     "probes": "sglang_servers",
     "sglang_router": "sglang_routers",
+    "monitoring": "monitoring",
 }
 
 # Variable prefix of each role (role-prefixed variables, docs/architecture.md).
@@ -48,6 +49,7 @@ ROLE_PREFIXES: dict[str, str] = {
     "sglang_service": "sglang_service",
     "probes": "probes",
     "sglang_router": "sglang_router",
+    "monitoring": "monitoring",
 }
 
 SECRET_VARIABLES = frozenset({
