@@ -985,7 +985,8 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
         if problem:
             return JSONResponse(error_body(problem), status_code=400)
         if GROUP_BROKEN.is_set():
-            await hang_generation()
+            await hang_generation(request.is_disconnected)
+            return Response(status_code=499)  # nobody is listening any more
         try:
             run = await asyncio.to_thread(ChatRun, engine, body, parsed)
         except (ValueError, OSError) as exc:  # e.g. an image that cannot be loaded
@@ -1017,9 +1018,13 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
     return app
 
 
-async def hang_generation() -> None:
-    """A generation on a group that lost a rank: never answers (the client's timeout ends it)."""
-    await asyncio.Event().wait()
+async def hang_generation(is_disconnected=None) -> None:
+    """A generation on a group that lost a rank: never answers. Returns only when the client went
+    away (SGLang aborts a request whose client disconnected), so a shutdown is not held up."""
+    while True:
+        await asyncio.sleep(0.5)
+        if is_disconnected is not None and await is_disconnected():
+            return
 
 
 async def broken_health_generate() -> int:

@@ -268,6 +268,11 @@ def test_hang_mode_rank0_stays_up_and_refuses_to_rejoin(model_dir, monkeypatch):
 
         with pytest.raises(asyncio.TimeoutError):
             asyncio.run(chat_with_deadline())
+
+        async def gone():
+            return True
+
+        asyncio.run(asyncio.wait_for(eng.hang_generation(gone), 3))  # ends once the client left
     finally:
         store.shutdown()
         eng.GROUP_BROKEN.clear()
