@@ -1018,11 +1018,18 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
     return app
 
 
+# the uvicorn server of this process (main()), so hung generations end when a shutdown begins
+SERVER = None
+
+
 async def hang_generation(is_disconnected=None) -> None:
     """A generation on a group that lost a rank: never answers. Returns only when the client went
-    away (SGLang aborts a request whose client disconnected), so a shutdown is not held up."""
+    away (SGLang aborts a request whose client disconnected) or the server shuts down (SGLang's
+    SIGTERM kills its process tree), so a `systemctl stop` is not held up."""
     while True:
         await asyncio.sleep(0.5)
+        if SERVER is not None and SERVER.should_exit:
+            return
         if is_disconnected is not None and await is_disconnected():
             return
 
@@ -1167,12 +1174,17 @@ def main(argv: list[str] | None = None) -> int:
     warmup = env_float("SGL_LAB_WARMUP_SECONDS", 1.0)
     app = build_app(engine, warmup)
     log(f"Uvicorn binding http://{args.host}:{args.port} (warmup {warmup:.1f}s: /health 503 until ready)")
+    global SERVER
+    SERVER = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           access_log=False, timeout_keep_alive=5))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                    timeout_keep_alive=5)
+        SERVER.run()
     finally:
         if store is not None:
             store.shutdown()  # like SGLang's shutdown broadcast: the other ranks exit with rank 0
+    if not SERVER.started:  # e.g. the port is taken: uvicorn.run exits 3 (STARTUP_FAILURE) here
+        log("ERROR: the HTTP server did not start")
+        return 3
     log("shut down")
     return 0
 

@@ -273,6 +273,8 @@ def test_hang_mode_rank0_stays_up_and_refuses_to_rejoin(model_dir, monkeypatch):
             return True
 
         asyncio.run(asyncio.wait_for(eng.hang_generation(gone), 3))  # ends once the client left
+        monkeypatch.setattr(eng, "SERVER", SimpleNamespace(should_exit=True))
+        asyncio.run(asyncio.wait_for(eng.hang_generation(), 3))  # and when the server shuts down
     finally:
         store.shutdown()
         eng.GROUP_BROKEN.clear()
