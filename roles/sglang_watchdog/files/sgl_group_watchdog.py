@@ -142,7 +142,8 @@ class Systemd:
                 "started_at": round(started, 3), "restarts": int(props.get("NRestarts") or 0)}
 
     def _ctl(self, *args: str) -> str:
-        proc = subprocess.run(["systemctl", *args, self.unit], capture_output=True, text=True, check=False)
+        proc = subprocess.run(["systemctl", "--no-ask-password", *args, self.unit], capture_output=True, text=True,
+                              check=False)
         return "" if proc.returncode == 0 else (proc.stderr.strip() or f"systemctl {' '.join(args)}: rc {proc.returncode}")
 
     def stop(self) -> str:
