@@ -203,7 +203,7 @@ def test_blocked_rendezvous_port_fails_preflight_clearly(converged):
 # The lab engine runs in SGL_LAB_PEER_LOSS=hang (its default): like real SGLang (sglang#3099), rank 0
 # stays up with /health 200 when rank 1 dies, and every generation hangs. The multinode inventory runs
 # the group watchdog with a 2 s interval, a 5 s generation deadline, 2 failures before a restart,
-# 40 s start grace, at most 3 restarts per 900 s, backoff 5 s doubling to 20 s.
+# 120 s start grace (a crashed rank ends it), at most 3 restarts per 900 s, backoff 5 s doubling to 20 s.
 
 API_KEY = "lab-secret-key"
 LOCK = "/run/sgl-deploy/group.lock"

@@ -216,6 +216,15 @@ def test_a_permanently_broken_rank_gets_a_bounded_number_of_restarts_with_backof
     assert "group healthy again" in g.lines[-1] and not g.leader.state["gave_up"]
 
 
+def test_a_rank_that_crashes_while_the_group_starts_gets_no_grace(tmp_path):
+    g = Group(tmp_path, start_grace_s=3600.0)
+    g.u1.start_ok = False
+    g.u0.started_at = g.clock() - 5  # the group is starting...
+    g.u1.active = "failed"  # ...and rank 1 already crashed
+    g.tick(3)
+    assert "start rank0" in g.events and "rank 1 (mn2): unit sglang.service is failed" in "\n".join(g.lines)
+
+
 def test_backoff_delay():
     assert [wd.backoff_delay(n, 10, 40) for n in (1, 2, 3, 4, 5)] == [0, 10, 20, 40, 40]
 

@@ -379,8 +379,8 @@ class Leader:
                 self.store.save(self.state)
             return
         starting = self._starting_since(own)
-        if self.last_healthy < starting and now - starting < self.cfg["start_grace_s"]:
-            return  # the group is (re)starting: weights load, warmup; not a failure yet
+        if self.last_healthy < starting and now - starting < self.cfg["start_grace_s"] and not self.crashed(peers, own):
+            return  # the group is (re)starting: weights load, warmup; not a failure yet (a crash is)
         self.failures += 1
         if self.state["gave_up"]:
             return  # said once, loudly; nothing more until healthy or a deploy resets it
@@ -403,6 +403,12 @@ class Leader:
                      f"{max(recent) + wait - now:.0f} s (backoff {wait:g} s); still failing: " + "; ".join(problems))
             return
         self.restart_group("; ".join(problems), len(recent) + 1)
+
+    @staticmethod
+    def crashed(peers: dict, own: dict) -> bool:
+        """A rank's unit failed or waits to be restarted by systemd: no grace for a start that broke."""
+        units = [own] + [st.get("unit", {}) for st in peers.values() if st]
+        return any(u.get("active") == "failed" or u.get("sub") == "auto-restart" for u in units)
 
     def _starting_since(self, own: dict) -> float:
         """When the group last (re)started: our group restart, or rank 0's unit start (boot, deploy)."""
