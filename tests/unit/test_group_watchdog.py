@@ -304,7 +304,8 @@ def engine():
         def do_POST(self):  # noqa: N802
             seen["auth"].append(self.headers.get("Authorization"))
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if seen["mode"] == "hang":
+            if seen["mode"] == "hang" or (seen["mode"] == "hang-while-broken" and seen.get("broken") and
+                                          seen["broken"].exists()):
                 time.sleep(3)
             if seen["mode"] == "500":
                 self.send_response(500)
@@ -373,3 +374,81 @@ def test_state_file_survives_a_restart_of_the_watchdog(tmp_path):
                       logger=g.lines.append)
     assert again.state["epoch"] == 1 and len(again.state["restarts"]) == 1
     assert again.state["incarnation"] == leader.state["incarnation"]
+
+
+# --------------------------------------------------------------------------- two real processes
+
+
+FAKE_SYSTEMCTL = r'''#!/usr/bin/env python3
+"""systemctl stand-in: unit state in files under $FAKE_SYSTEMD_DIR, actions appended to events."""
+import os, sys, time
+d = os.environ["FAKE_SYSTEMD_DIR"]
+args = [a for a in sys.argv[1:] if a != "--no-ask-password"]
+verb, unit = args[0], args[1]
+path = os.path.join(d, unit)
+state = open(path).read().split() if os.path.exists(path) else ["inactive", "0"]
+if verb == "show":
+    print(f"ActiveState={state[0]}\nSubState={'running' if state[0] == 'active' else 'dead'}\n"
+          f"ActiveEnterTimestampMonotonic={state[1]}\nNRestarts=0")
+elif verb in ("stop", "start"):
+    with open(os.path.join(d, "events"), "a") as fh:
+        fh.write(f"{verb} {unit}\n")
+    if verb == "start" and unit == "rank0.service" and os.path.exists(os.path.join(d, "broken")):
+        os.remove(os.path.join(d, "broken"))  # a restart of the whole group heals it
+    with open(path, "w") as fh:
+        fh.write(("active " if verb == "start" else "inactive ") + str(int(time.monotonic() * 1e6)))
+'''
+
+
+def test_two_watchdog_processes_restart_a_hung_group_in_order(tmp_path, engine):
+    """rank 0 and rank 1 as real processes on 127.0.0.1 / 127.0.0.2 (same port), systemctl faked."""
+    import os
+    import subprocess
+    import sys
+
+    url, seen = engine
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL.replace("/usr/bin/env python3", sys.executable))
+    (bin_dir / "systemctl").chmod(0o755)
+    (tmp_path / "sglang.yaml").write_text(f'api-key: "{KEY}"\n')
+    old = str(int(time.monotonic() * 1e6) - 3_600_000_000)  # both units up for an hour
+    for unit in ("rank0.service", "rank1.service"):
+        (tmp_path / unit).write_text(f"active {old}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    peers = [{"rank": 0, "name": "a", "host": "127.0.0.1"}, {"rank": 1, "name": "b", "host": "127.0.0.2"}]
+    procs = []
+    for rank in (0, 1):
+        c = {"rank": rank, "peers": peers, "bind": peers[rank]["host"], "port": port, "unit": f"rank{rank}.service",
+             "engine_url": url, "model": "M", "key_file": str(tmp_path / "sglang.yaml"), "interval_s": 0.5,
+             "generation_timeout_s": 1, "failures_before_restart": 2, "start_grace_s": 30, "stop_timeout_s": 10,
+             "lock_file": str(tmp_path / f"lock{rank}"), "state_file": str(tmp_path / f"state{rank}" / "s.json")}
+        (tmp_path / f"c{rank}.json").write_text(json.dumps(c))
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SYSTEMD_DIR": str(tmp_path)}
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "roles/sglang_watchdog/files/sgl_group_watchdog.py"),
+                                       "--config", str(tmp_path / f"c{rank}.json")], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    seen["mode"] = "ok"
+    events = tmp_path / "events"
+    try:
+        time.sleep(2)
+        assert not events.exists()  # healthy: nothing happens
+        (tmp_path / "broken").write_text("")
+        seen["broken"] = tmp_path / "broken"
+        seen["mode"] = "hang-while-broken"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not events.exists() or len(events.read_text().split("\n")) < 5):
+            time.sleep(0.2)
+        assert events.read_text().splitlines() == ["stop rank0.service", "stop rank1.service", "start rank0.service",
+                                                   "start rank1.service"]
+        time.sleep(2)
+    finally:
+        for p in procs:
+            p.terminate()
+        outs = [p.communicate(timeout=10)[0] for p in procs]
+    assert "RESTARTING THE GROUP (epoch 1" in outs[0] and "generation hangs" in outs[0], outs[0]
+    assert "group healthy again" in outs[0], outs[0]
+    assert "rank 0 restarts the group (epoch 1)" in outs[1] and "starting rank1.service here" in outs[1], outs[1]
+    assert KEY not in outs[0] + outs[1]

@@ -441,12 +441,13 @@ class Leader:
 
     def _start_rank0(self) -> None:
         s = self.state
-        s["phase"] = "start"
         s["start_time"] = self.now()
         self.store.save(s)
-        err = self.unit.start()
+        err = self.unit.start()  # rank 0 first: only then may the other ranks start
         if err:
             self.log(f"starting rank 0 failed: {err}")
+        s["phase"] = "start"
+        self.store.save(s)
         self.log(f"rank 0 started (epoch {s['epoch']}); the other ranks start now; the group has "
                  f"{self.cfg['start_grace_s']:g} s to serve")
         self.failures = 0
