@@ -11,6 +11,7 @@ The inventory is the source of truth: every host with ``lab_gpu_profile`` set is
     labctl.py down   [-i ...] [--all]                            stop and remove
     labctl.py status [-i ...]
     labctl.py reset  -i ... --hosts a                            recreate from the base root
+    labctl.py restart -i ... --hosts a                           power off and boot the same root (a reboot)
     labctl.py base                                               build the cached base root
     labctl.py hub-up | hub-down                                  the lab's ModelScope-protocol hub
 
@@ -404,6 +405,29 @@ def cmd_reset(args) -> None:
     cmd_up(args)
 
 
+def restart(name: str, hv: dict) -> None:
+    """Power the host off (nspawn asks its systemd, as a reboot would) and boot the same root again:
+    installed software, units and /var/lib survive; /run and every process do not."""
+    pid = pid_of(name)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(120):
+            if pid_of(name) is None:
+                break
+            time.sleep(0.5)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+            time.sleep(1)
+        log(f"{name}: powered off")
+    boot(name, hv)
+    wait_ready(name, hv)
+
+
+def cmd_restart(args) -> None:
+    for name, hv in load_hosts(args.inventory, args.hosts).items():
+        restart(name, hv)
+
+
 def cmd_status(args) -> None:
     hosts = load_hosts(args.inventory, args.hosts)
     for name, hv in hosts.items():
@@ -417,7 +441,7 @@ def cmd_status(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["up", "down", "status", "reset", "base", "hub-up", "hub-down"])
+    p.add_argument("command", choices=["up", "down", "status", "reset", "restart", "base", "hub-up", "hub-down"])
     p.add_argument("-i", "--inventory", type=Path, default=REPO / "inventory/lab/hosts.yml")
     p.add_argument("--hosts", type=lambda s: [h for h in s.split(",") if h], default=None)
     p.add_argument("--all", action="store_true", help="down: every lab host, whatever the inventory, and the hub")
@@ -425,7 +449,7 @@ def main() -> None:
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("labctl: needs root (systemd-nspawn, bridge)")
-    {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset,
+    {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset, "restart": cmd_restart,
      "base": lambda a: build_base(), "hub-up": lambda a: (ensure_network(), hub_up()),
      "hub-down": lambda a: hub_down()}[args.command](args)
 

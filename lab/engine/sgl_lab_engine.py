@@ -29,6 +29,11 @@ Environment knobs (all optional):
   SGL_LAB_WARMUP_SECONDS  /health 503 window after binding (default 1)
   SGL_LAB_EXIT_AT_START   exit with this code right after argv parsing
   SGL_LAB_TOKEN_DELAY_MS  delay between streamed chunks (default 5)
+  SGL_LAB_PEER_LOSS       multi-node: what a rank does when a peer is lost. ``hang`` (default):
+                          like real SGLang (sglang#3099, #4780) rank 0 stays up, its port open,
+                          /health 200, /health_generate 503 after SGLANG_HEALTH_CHECK_TIMEOUT,
+                          and every generation hangs; a rank >= 1 that loses rank 0 stays up too.
+                          ``exit``: the kinder old behaviour, the rank exits 1.
   SGL_LAB_FAULT           comma list: slow-start (load x10), hang-load (never finishes loading),
                           crash-after-load (exit 1 like a CUDA OOM), never-ready (/health stays
                           503), stream-stall (streams send headers, then nothing)
@@ -128,6 +133,25 @@ def launch_errors(args) -> list[str]:
 RDV_HELLO = "sgl-lab-rank"
 
 
+PEER_LOSS_MODES = ("hang", "exit")
+# Set on rank 0 when a peer was lost in the ``hang`` mode: generation hangs from then on.
+GROUP_BROKEN = threading.Event()
+
+
+def peer_loss_mode() -> str:
+    """SGL_LAB_PEER_LOSS: ``hang`` (default, as real SGLang) or ``exit``."""
+    mode = os.environ.get("SGL_LAB_PEER_LOSS", "").strip().lower() or "hang"
+    if mode not in PEER_LOSS_MODES:
+        raise ValueError(f"SGL_LAB_PEER_LOSS={mode!r}: use one of {', '.join(PEER_LOSS_MODES)}")
+    return mode
+
+
+def idle_forever() -> None:
+    """A rank that hangs: stays up (its unit active) until SIGTERM/SIGKILL."""
+    while True:
+        time.sleep(3600)
+
+
 class RendezvousError(RuntimeError):
     """A rank cannot join the group (torch would raise DistNetworkError / DistStoreError)."""
 
@@ -205,6 +229,8 @@ class Rank0Store:
         self.ranks: dict[int, socket.socket] = {}
         self.cond = threading.Condition()
         self.closing = False
+        # hang mode after a lost rank: hellos get no answer (a torch store whose NCCL group hangs)
+        self.broken = False
         threading.Thread(target=self._accept, daemon=True, name="rdv-accept").start()
 
     def _accept(self) -> None:
@@ -226,6 +252,16 @@ class Rank0Store:
             conn.close()  # a port check (preflight, wait_for), not a rank
             return
         rank, nnodes = int(parts[1]), int(parts[2])
+        if self.broken:
+            log(f"rendezvous: node_rank={rank} from {peer} gets no answer: the group lost a rank and "
+                "hangs (SGL_LAB_PEER_LOSS=hang; SGLang needs a restart of every rank)")
+            try:
+                while conn.recv(64):
+                    pass
+            except OSError:
+                pass
+            conn.close()
+            return
         with self.cond:
             problem = (
                 f"nnodes {nnodes} differs from rank 0's {self.nnodes}" if nnodes != self.nnodes
@@ -345,6 +381,10 @@ def run_worker_rank(args) -> int:
     if watch_rank0(conn) == 0:
         log(f"node_rank={rank}: rank 0 shut the group down; exiting")
         return 0
+    if peer_loss_mode() == "hang":
+        log(f"node_rank={rank}: lost the connection to rank 0 at {addr}; SGL_LAB_PEER_LOSS=hang: this rank "
+            "stays up waiting in its collective, as SGLang's ranks do (sglang#3099)")
+        idle_forever()
     log(f"ERROR: node_rank={rank}: lost the connection to rank 0 at {addr} "
         "(NCCL error: remote process exited or there was a network error); exiting")
     return 1
@@ -355,9 +395,17 @@ def start_rank0_store(args) -> "Rank0Store | None":
     addr, nnodes = args.dist_init_addr, int(args.nnodes)
     _, port = split_addr(addr)
 
+    mode = peer_loss_mode()
+
     def lost(rank: int) -> None:
+        if mode == "hang":
+            store.broken = True
+            GROUP_BROKEN.set()
+            log(f"node_rank={rank} left the group; SGL_LAB_PEER_LOSS=hang: rank 0 stays up like SGLang "
+                "(sglang#3099, #4780): port open, /health 200, every generation hangs")
+            return
         log(f"ERROR: node_rank={rank} left the group (NCCL error: remote process exited or there was a "
-            "network error); rank 0 exits like SGLang's watchdog")
+            "network error); rank 0 exits (SGL_LAB_PEER_LOSS=exit)")
         os._exit(1)
 
     try:
@@ -888,6 +936,8 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
 
     @app.get("/health_generate")
     async def health_generate():
+        if GROUP_BROKEN.is_set():
+            return Response(status_code=await broken_health_generate())
         return health_status()
 
     @app.get("/ready")
@@ -961,6 +1011,9 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
         problem = validate_chat(engine, body)
         if problem:
             return JSONResponse(error_body(problem), status_code=400)
+        if GROUP_BROKEN.is_set():
+            await hang_generation(request.is_disconnected)
+            return Response(status_code=499)  # nobody is listening any more
         try:
             run = await asyncio.to_thread(ChatRun, engine, body, parsed)
         except (ValueError, OSError) as exc:  # e.g. an image that cannot be loaded
@@ -990,6 +1043,29 @@ def build_app(engine: Engine, warmup_seconds: float = 0.0):
         return StreamingResponse(generate(), media_type="text/event-stream")
 
     return app
+
+
+# the uvicorn server of this process (main()), so hung generations end when a shutdown begins
+SERVER = None
+
+
+async def hang_generation(is_disconnected=None) -> None:
+    """A generation on a group that lost a rank: never answers. Returns only when the client went
+    away (SGLang aborts a request whose client disconnected) or the server shuts down (SGLang's
+    SIGTERM kills its process tree), so a `systemctl stop` is not held up."""
+    while True:
+        await asyncio.sleep(0.5)
+        if SERVER is not None and SERVER.should_exit:
+            return
+        if is_disconnected is not None and await is_disconnected():
+            return
+
+
+async def broken_health_generate() -> int:
+    """SGLang's /health_generate on a hung group: no detokenizer reply, 503 after its timeout."""
+    await asyncio.sleep(env_float("SGLANG_HEALTH_CHECK_TIMEOUT", 20.0))
+    log("Health check failed. Server couldn't get a response from detokenizer (the group lost a rank)")
+    return 503
 
 
 def validate_chat(engine: Engine, body: dict) -> str | None:
@@ -1087,6 +1163,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "dist_init_addr", None):
             log("ERROR: --nnodes > 1 needs --dist-init-addr <rank 0 host>:<port>")
             return 1
+        try:
+            log(f"multi-node: on a lost peer this rank will {'hang' if peer_loss_mode() == 'hang' else 'exit 1'} "
+                f"(SGL_LAB_PEER_LOSS={peer_loss_mode()})")
+        except ValueError as exc:
+            log(f"ERROR: {exc}")
+            return 1
         errors = interface_errors(os.environ, host_interfaces())
         for error in errors:
             log(f"ERROR: {error}")
@@ -1119,12 +1201,17 @@ def main(argv: list[str] | None = None) -> int:
     warmup = env_float("SGL_LAB_WARMUP_SECONDS", 1.0)
     app = build_app(engine, warmup)
     log(f"Uvicorn binding http://{args.host}:{args.port} (warmup {warmup:.1f}s: /health 503 until ready)")
+    global SERVER
+    SERVER = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           access_log=False, timeout_keep_alive=5))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                    timeout_keep_alive=5)
+        SERVER.run()
     finally:
         if store is not None:
             store.shutdown()  # like SGLang's shutdown broadcast: the other ranks exit with rank 0
+    if not SERVER.started:  # e.g. the port is taken: uvicorn.run exits 3 (STARTUP_FAILURE) here
+        log("ERROR: the HTTP server did not start")
+        return 3
     log("shut down")
     return 0
 

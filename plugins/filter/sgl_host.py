@@ -31,6 +31,8 @@ class FilterModule:
             "sgl_rendezvous_problems": _rendezvous_problems,
             "sgl_ifname_problems": _ifname_problems,
             "sgl_router_extra_args_problems": _router_extra_args_problems,
+            "sgl_group_port_checks": _group_port_checks,
+            "sgl_port_problems": _port_problems,
         }
 
 
@@ -60,6 +62,28 @@ def _rendezvous_problems(result, host, rank0, address, port, timeout_s):
         return []
     error = str(result.get("msg") or "no answer").strip()
     return [preflight.rendezvous_problem(str(host), str(rank0), str(address), int(port), error, float(timeout_s))]
+
+
+def _group_port_checks(group, host, hostvars, dist_init_port, extra_args=None, watchdog_port=None,
+                       nccl_port_range=None):
+    """preflight.group_port_checks with each rank's address from hostvars (ansible_host, else its name)."""
+    addresses = {h: str(hostvars[h].get("ansible_host") or h) for h in group}
+    return preflight.group_port_checks(list(group), str(host), addresses, int(dist_init_port), list(extra_args or []),
+                                       int(watchdog_port) if watchdog_port else None, nccl_port_range)
+
+
+def _port_problems(results, host, timeout_s):
+    """Problems of a looped ansible.builtin.wait_for (failed_when false) over group_port_checks' connect list."""
+    problems = []
+    for result in (results or {}).get("results", []):
+        if result.get("skipped") or ("state" in result and not result.get("failed")):
+            continue
+        item = result.get("item") or {}
+        error = str(result.get("msg") or "no answer").strip()
+        problems.append(preflight.port_problem(str(host), str(item.get("peer")), str(item.get("address")),
+                                               int(item.get("port") or 0), str(item.get("why")), error,
+                                               float(timeout_s)))
+    return problems
 
 
 def _ifname_problems(environment, interfaces):

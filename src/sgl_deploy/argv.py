@@ -97,7 +97,8 @@ def server_argv(
     context, metrics, ``--config FILE``, the recipe cell's ``plan["recipe_args"]`` (less any flag
     the extra args set: inventory overrides win), then ``plan["extra_args"]``. ``--ep-size``,
     ``--dp-size``, ``--pp-size`` only when > 1; ``--nnodes/--node-rank/--dist-init-addr``
-    only when ``nnodes > 1`` (then ``dist_init_addr`` is required).
+    only when ``nnodes > 1`` (then ``dist_init_addr`` is required); ``--watchdog-timeout`` and
+    ``--dist-timeout`` when the plan sets them (multi-node plans do) unless extra_args has them.
     """
     argv = [
         "--model-path", str(plan["model_path"]),
@@ -116,6 +117,12 @@ def server_argv(
             raise ArgvError(f"nnodes {nnodes} needs dist_init_addr as host:port (got {addr!r})")
         argv += ["--nnodes", str(nnodes), "--node-rank", str(int(plan.get("node_rank") or 0)),
                  "--dist-init-addr", str(addr)]
+    # SGLang's own hang safeguards (planner.MULTINODE_SAFEGUARDS), on multi-node plans; the same flag in
+    # extra_args wins (a tuning knob, not a layout rule), so the argv never carries it twice
+    extra_flags = {_flag_name(str(a)) for a in plan.get("extra_args") or []}
+    for key, flag in (("watchdog_timeout_s", "--watchdog-timeout"), ("dist_timeout_s", "--dist-timeout")):
+        if plan.get(key) and flag not in extra_flags:
+            argv += [flag, str(int(plan[key]))]
     if tool_call_parser:
         argv += ["--tool-call-parser", str(tool_call_parser)]
     if reasoning_parser:

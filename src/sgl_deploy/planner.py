@@ -166,6 +166,34 @@ class Plan:
     recipe_sources: dict[str, str] = field(default_factory=dict)
     # M3 on Blackwell: the MSA kernel JIT-compiles on first use; the install role warms its cache
     msa_jit_warm: bool = False
+    # multi-node safeguards (None / {} on a single node): see MULTINODE_SAFEGUARDS
+    watchdog_timeout_s: int | None = None
+    dist_timeout_s: int | None = None
+    nccl_environment: dict[str, str] = field(default_factory=dict)
+
+
+# SGLang's and torch's own safeguards for multi-node groups, made explicit in the argv and the unit
+# (docs/multinode.md, "SGLang's own safeguards"). They turn some hangs into exits that systemd
+# restarts; the group watchdog (roles/sglang_watchdog) covers what they do not (sglang#3099).
+MULTINODE_SAFEGUARDS: dict[str, Any] = {
+    # SGLang 0.5.23 --watchdog-timeout (default 300): "If a forward batch takes longer than this, the
+    # server will crash to prevent hanging" (server_args help). Explicit so every rank carries it.
+    "watchdog_timeout_s": 300,
+    # SGLang --dist-timeout (default None = torch's): timeout of torch.distributed's process group,
+    # i.e. of NCCL collectives; torch's NCCL default is 10 minutes (init_process_group docs).
+    "dist_timeout_s": 600,
+    "nccl_environment": {
+        # torch ProcessGroupNCCL: "1: aborting NCCL communicator and tearing down process upon error"
+        # (torch default 3 tears down without aborting the communicator); a timed-out collective
+        # then ends the rank, and systemd's Restart=on-failure sees it.
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+        # torch: the monitoring thread aborts the process when the NCCL watchdog thread is stuck
+        # (e.g. in a hung CUDA/NCCL call) for TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC (torch default 480 s).
+        "TORCH_NCCL_ENABLE_MONITORING": "1",
+        # after the collective timeout had its chance: dist_timeout_s + 60
+        "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC": "660",
+    },
+}
 
 
 def plan_to_dict(plan_obj: Plan) -> dict[str, Any]:
@@ -755,6 +783,14 @@ def make_plan(
             warnings.append(
                 "nnodes > 1 but dist_init_addr is not set: set it to <rank-0 address>:<port> on every node"
             )
+        safe = MULTINODE_SAFEGUARDS
+        reasoning.append(
+            f"multi-node safeguards: --watchdog-timeout {safe['watchdog_timeout_s']} (SGLang crashes a rank whose "
+            f"forward batch hangs that long), --dist-timeout {safe['dist_timeout_s']} (torch's NCCL collective "
+            "timeout, made explicit), " + ", ".join(f"{k}={v}" for k, v in safe["nccl_environment"].items())
+            + " (torch tears a rank down on an NCCL error or a stuck NCCL watchdog); a rank that hangs anyway "
+            "is the group watchdog's (sglang#3099)"
+        )
 
     served = served_model_name or prof.get("served_model_name")
     if ":" in str(served):
@@ -795,6 +831,9 @@ def make_plan(
             "reasoning": list(prof.get("parsers.reasoning")),
         },
         readiness_timeout_s=timeout,
+        watchdog_timeout_s=MULTINODE_SAFEGUARDS["watchdog_timeout_s"] if nnodes > 1 else None,
+        dist_timeout_s=MULTINODE_SAFEGUARDS["dist_timeout_s"] if nnodes > 1 else None,
+        nccl_environment=dict(MULTINODE_SAFEGUARDS["nccl_environment"]) if nnodes > 1 else {},
         host=host,
         port=int(port),
         extra_args=[str(a) for a in (extra_args or [])],

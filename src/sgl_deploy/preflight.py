@@ -269,3 +269,81 @@ def group_problems(rank0: dict[str, Any], members: list[dict[str, Any]], names: 
                 "put only identical hosts in one sglang_replicas group",
             ))
     return problems
+
+
+# --------------------------------------------------------------------------- ports between ranks
+
+# SGLang 0.5.23 server_args.py PortArgs.init_new: with attention DP (--enable-dp-attention) and
+# --dist-init-addr, the ZMQ sockets between the ranks use port_base = dist_init_port + 1 and the
+# next five ports (tokenizer, detokenizer +1, rpc +2, metrics +3, scheduler input +4, load collector
+# +5) on rank 0's host; when dist_init_port + 6 > 65535, port_base = dist_init_port - 7.
+SGLANG_DERIVED_PORTS = 6
+
+
+def sglang_derived_ports(dist_init_port: int, extra_args: list[str] | None) -> list[int]:
+    """Ports on rank 0 SGLang derives from --dist-init-addr (attention DP only; else none)."""
+    args = [str(a).split("=", 1)[0] for a in extra_args or []]
+    if "--enable-dp-attention" not in args:
+        return []
+    port = int(dist_init_port)
+    base = port - SGLANG_DERIVED_PORTS - 1 if port + SGLANG_DERIVED_PORTS > 65535 else port + 1
+    return list(range(base, base + SGLANG_DERIVED_PORTS))
+
+
+def parse_port_range(text: str | None) -> list[int]:
+    """``"50000-50100"`` -> [50000, 50100] (the ends are checked); ``""`` -> []."""
+    text = str(text or "").strip()
+    if not text:
+        return []
+    lo, sep, hi = text.partition("-")
+    if not (lo.strip().isdigit() and (not sep or hi.strip().isdigit())):
+        raise ValueError(f"port range {text!r} is not <low>-<high>")
+    lo_i, hi_i = int(lo), int(hi or lo)
+    if not 1 <= lo_i <= hi_i <= 65535:
+        raise ValueError(f"port range {text!r} is outside 1..65535 or reversed")
+    return sorted({lo_i, hi_i})
+
+
+def group_port_checks(
+    group: list[str], host: str, addresses: dict[str, str], dist_init_port: int,
+    extra_args: list[str] | None = None, watchdog_port: int | None = None, nccl_port_range: str | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """What ``host`` listens on (stand-in listeners) and connects to, for the ports the ranks need
+    beyond the rendezvous port (checked on its own). Returns ``{"listen": [{"port", "expected"}],
+    "connect": [{"peer", "address", "port", "why"}]}``.
+
+    * attention-DP ports SGLang derives from --dist-init-addr: every rank >= 1 -> rank 0;
+    * the group watchdog's port: rank 0 -> every rank and every rank -> rank 0;
+    * the NCCL port range when one is pinned (both ends): every rank -> every other rank.
+    """
+    wants: list[tuple[str, str, int, str]] = []  # (from, to, port, why)
+    for other in group[1:]:
+        for port in sglang_derived_ports(dist_init_port, extra_args):
+            wants.append((other, group[0], port, "SGLang's attention-DP ZMQ port derived from --dist-init-addr"))
+    if watchdog_port:
+        for other in group[1:]:
+            wants.append((group[0], other, int(watchdog_port), "the group watchdog's /state (rank 0 reads it)"))
+            wants.append((other, group[0], int(watchdog_port), "the group watchdog's /state (the ranks follow rank 0)"))
+    for port in parse_port_range(nccl_port_range):
+        for a in group:
+            for b in group:
+                if a != b:
+                    wants.append((a, b, port, "the pinned NCCL port range (sglang_plan_nccl_port_range)"))
+    listen: dict[int, int] = {}
+    connect = []
+    for src, dst, port, why in wants:
+        if dst == host:
+            listen[port] = listen.get(port, 0) + 1
+        if src == host:
+            connect.append({"peer": dst, "address": str(addresses.get(dst, dst)), "port": port, "why": why})
+    return {"listen": [{"port": p, "expected": n} for p, n in sorted(listen.items())], "connect": connect}
+
+
+def port_problem(host: str, peer: str, address: str, port: int, why: str, error: str, timeout_s: float) -> Problem:
+    """A rank could not open a TCP connection to a port another rank needs open."""
+    return _problem(
+        "ports",
+        f"{host} cannot reach {peer} at {address}:{port} (TCP, {timeout_s:g} s): {error}".rstrip(": "),
+        f"TCP port {port} of {peer} open to the other ranks of the group ({why})",
+        f"allow TCP {port} from {host} to {address} in the firewall / security group",
+    )

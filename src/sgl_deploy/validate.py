@@ -36,6 +36,7 @@ ROLE_GROUPS: dict[str, str] = {
     "model_weights": "sglang_servers",
     "sglang_service": "sglang_servers",
     "probes": "sglang_servers",
+    "sglang_watchdog": "sglang_servers",
     "sglang_router": "sglang_routers",
     "monitoring": "monitoring",
 }
@@ -49,6 +50,7 @@ ROLE_PREFIXES: dict[str, str] = {
     "sglang_service": "sglang_service",
     "probes": "probes",
     "sglang_router": "sglang_router",
+    "sglang_watchdog": "sglang_watchdog",
     "monitoring": "monitoring",
 }
 

@@ -142,8 +142,10 @@ def test_rerun_changes_and_restarts_nothing(converged):
 
 
 def test_a_change_on_rank1_restarts_the_group_rank0_first(converged, tmp_path):
-    """Only mn2's unit changes; both ranks restart (a group is one model), rank 0 first."""
+    """Only mn2's unit changes; both ranks restart (a group is one model), rank 0 first. The group
+    watchdog sees the deploy lock and stays out of it (issue 19: no fights with deploys)."""
     before = {h: unit_show(a, "MainPID")["MainPID"] for h, a in HOSTS.items()}
+    since = host_now("mn1")
     inv = tmp_path / "inventory"
     shutil.copytree(INVENTORY.parent, inv)  # follows the group_vars links
     (inv / "host_vars").mkdir()
@@ -158,6 +160,9 @@ def test_a_change_on_rank1_restarts_the_group_rank0_first(converged, tmp_path):
     # the nspawn hosts share the kernel's monotonic clock: rank 0 (re)started before rank 1
     assert int(after["mn1"]["ActiveEnterTimestampMonotonic"]) < int(after["mn2"]["ActiveEnterTimestampMonotonic"])
     assert ssh(HOSTS["mn1"], "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/health") == "200"
+    journal = watchdog_journal("mn1", since)
+    assert "deploy in progress, skipping: the deploy lock is held by" in journal, journal[-3000:]
+    assert "RESTARTING THE GROUP" not in journal, journal[-3000:]
 
 
 def _netns_pid(host: str) -> int:
@@ -192,3 +197,192 @@ def test_blocked_rendezvous_port_fails_preflight_clearly(converged):
     assert elapsed < 300, f"took {elapsed:.0f}s"
     # nothing was touched: the group still serves
     assert ssh(HOSTS["mn1"], "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/health") == "200"
+
+
+# --------------------------------------------------------------------------- issue 19: the group heals itself
+# The lab engine runs in SGL_LAB_PEER_LOSS=hang (its default): like real SGLang (sglang#3099), rank 0
+# stays up with /health 200 when rank 1 dies, and every generation hangs. The multinode inventory runs
+# the group watchdog with a 2 s interval, a 5 s generation deadline, 2 failures before a restart,
+# 120 s start grace (a crashed rank ends it), at most 3 restarts per 900 s, backoff 30 s doubling to 60 s.
+
+API_KEY = "lab-secret-key"
+LOCK = "/run/sgl-deploy/group.lock"
+RECOVERY_LIMIT_S = 150
+
+
+def chat_answers(timeout: float = 5.0) -> bool:
+    """One chat completion against rank 0 from the controller, as a client would send it."""
+    import urllib.request
+
+    body = json.dumps({"model": "MiniMax-M3", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "What is 2+3?"}]}).encode()
+    req = urllib.request.Request(f"http://{HOSTS['mn1']}:8000/v1/chat/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status == 200 and bool(json.loads(resp.read()).get("choices"))
+    except Exception:
+        return False
+
+
+def wait_serving(limit: float) -> float:
+    """Seconds until the group answers chat again (fails after ``limit``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if chat_answers():
+            return time.monotonic() - start
+        time.sleep(1)
+    raise AssertionError(f"the group did not answer chat within {limit:.0f} s")
+
+
+def host_now(host: str) -> int:
+    return int(ssh(HOSTS[host], "date +%s").strip())
+
+
+def watchdog_journal(host: str, since: int) -> str:
+    return ssh(HOSTS[host], f"journalctl -u sgl-group-watchdog -o cat --no-pager --since @{since}")
+
+
+def kill9_engine(host: str) -> str:
+    pid = unit_show(HOSTS[host], "MainPID")["MainPID"]
+    assert pid != "0", f"{host}: sglang is not running"
+    ssh(HOSTS[host], f"kill -9 {pid}")
+    return pid
+
+
+def wait_journal(host: str, since: int, text: str, limit: float) -> str:
+    deadline = time.monotonic() + limit
+    journal = ""
+    while time.monotonic() < deadline:
+        journal = watchdog_journal(host, since)
+        if text in journal:
+            return journal
+        time.sleep(1)
+    raise AssertionError(f"{host}: no {text!r} in the watchdog journal within {limit:.0f} s:\n{journal[-3000:]}")
+
+
+@pytest.fixture
+def serving(converged):
+    """The group answers chat before the test breaks it (an earlier test may have just healed it), and
+    the watchdog starts from a fresh restart budget, as after a deploy: it clears its restart history
+    when it sees a deploy lock (the earlier tests' restarts count in the same 900 s window)."""
+    wait_serving(RECOVERY_LIMIT_S)
+    for host, addr in HOSTS.items():
+        assert ssh(addr, "systemctl is-active sgl-group-watchdog").strip() == "active", host
+    since = host_now("mn1")
+    lock = json.dumps({"holder": "lab test (fresh budget)", "since": since, "expires_at": since + 120})
+    ssh(HOSTS["mn1"], f"mkdir -p /run/sgl-deploy && echo {shlex.quote(lock)} > {LOCK}")
+    try:
+        wait_journal("mn1", since, "deploy in progress, skipping", 30)
+    finally:
+        ssh(HOSTS["mn1"], f"rm -f {LOCK}")
+    wait_journal("mn1", since, "deploy lock released", 30)
+    return converged
+
+
+def test_watchdog_runs_on_every_rank_without_the_key(serving):
+    for host, addr in HOSTS.items():
+        assert ssh(addr, "stat -c %a /etc/sglang/group-watchdog.json").strip() == "600"
+        config = ssh(addr, "cat /etc/sglang/group-watchdog.json")
+        assert API_KEY not in config
+        assert json.loads(config)["rank"] == (0 if host == "mn1" else 1)
+        state = json.loads(ssh(addr, "curl -s http://127.0.0.1:20090/state"))
+        assert state["role"] == ("leader" if host == "mn1" else "follower") and API_KEY not in json.dumps(state)
+        assert API_KEY not in ssh(addr, "journalctl -u sgl-group-watchdog -o cat --no-pager")
+    security = ssh(HOSTS["mn1"], "systemd-analyze security sgl-group-watchdog.service --no-pager | tail -1")
+    print(f"systemd-analyze security sgl-group-watchdog.service: {security.strip()}")
+
+
+def test_kill9_of_rank1_is_healed_by_the_watchdog(serving):
+    since = host_now("mn1")
+    old_rank0 = unit_show(HOSTS["mn1"], "MainPID")["MainPID"]
+    start = time.monotonic()
+    kill9_engine("mn2")
+    # the realistic fault: rank 0 stays up, /health answers, generation hangs
+    time.sleep(1)
+    assert unit_show(HOSTS["mn1"], "MainPID")["MainPID"] == old_rank0
+    assert ssh(HOSTS["mn1"], "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/health") == "200"
+    assert not chat_answers(timeout=3)
+    wait_serving(RECOVERY_LIMIT_S)
+    took = time.monotonic() - start
+    print(f"\nRECOVERY kill -9 of rank 1 (mn2's engine): the group answered chat again after {took:.1f} s")
+    leader, follower = watchdog_journal("mn1", since), watchdog_journal("mn2", since)
+    print("\n".join(ln for ln in leader.splitlines() if "RESTARTING" in ln or "healthy" in ln))
+    # the first reason is rank 1's unit waiting in systemd's auto-restart, or (once it runs again, hung
+    # in a rendezvous that never answers) the one-token chat deadline
+    assert "RESTARTING THE GROUP" in leader, leader[-3000:]
+    assert "rank 1 (mn2): unit sglang.service is" in leader or "one-token chat did not answer" in leader
+    assert "rank 0 restarts the group" in follower and "starting sglang.service here" in follower, follower[-3000:]
+    assert took < RECOVERY_LIMIT_S
+
+
+def test_restart_of_rank1s_host_is_healed_by_the_watchdog(serving):
+    since = host_now("mn1")
+    start = time.monotonic()
+    labctl("restart", "-i", str(INVENTORY), "--hosts", "mn2")
+    wait_serving(RECOVERY_LIMIT_S)
+    took = time.monotonic() - start
+    print(f"\nRECOVERY restart of rank 1's host (mn2): the group answered chat again after {took:.1f} s "
+          "(including the host's boot)")
+    leader = watchdog_journal("mn1", since)
+    print("\n".join(ln for ln in leader.splitlines() if "RESTARTING" in ln or "healthy" in ln))
+    assert "RESTARTING THE GROUP" in leader, leader[-3000:]
+    assert took < RECOVERY_LIMIT_S + 120
+
+
+def test_the_watchdog_does_not_fight_a_deploy_that_holds_the_lock(serving):
+    """A deploy holds the lock (here on rank 1, as site.yml's serve role does on every rank) while the
+    group is broken: the watchdog skips and restarts nothing; once released it heals the group."""
+    since = host_now("mn1")
+    now = host_now("mn2")
+    lock = json.dumps({"holder": "lab test (as site.yml's serve role)", "since": now, "expires_at": now + 600})
+    ssh(HOSTS["mn2"], f"mkdir -p /run/sgl-deploy && echo {shlex.quote(lock)} > {LOCK}")
+    try:
+        rank0 = unit_show(HOSTS["mn1"], "MainPID")["MainPID"]
+        kill9_engine("mn2")
+        time.sleep(30)  # 15 checks at 2 s: without the lock the watchdog restarts after ~15 s
+        journal = watchdog_journal("mn1", since)
+        assert "deploy in progress, skipping: the deploy lock is held by lab test" in journal, journal[-3000:]
+        assert "RESTARTING THE GROUP" not in journal, journal[-3000:]
+        assert unit_show(HOSTS["mn1"], "MainPID")["MainPID"] == rank0, "rank 0 was restarted under the lock"
+        assert not chat_answers(timeout=3), "the group healed by itself: the fault was not realistic"
+    finally:
+        ssh(HOSTS["mn2"], f"rm -f {LOCK}")
+    start = time.monotonic()
+    wait_serving(RECOVERY_LIMIT_S)
+    print(f"\nRECOVERY after the deploy lock was released: {time.monotonic() - start:.1f} s")
+    journal = watchdog_journal("mn1", since)
+    assert "deploy lock released" in journal and "RESTARTING THE GROUP" in journal, journal[-3000:]
+    # rank 1's unit has been active (hung in the rendezvous) for a while: only the generation shows it
+    after = journal.split("deploy lock released", 1)[1]
+    assert "one-token chat did not answer within 5 s (generation hangs)" in after, after[-3000:]
+
+
+def test_a_permanently_broken_rank_gets_a_bounded_number_of_restarts(serving):
+    dropin = "/etc/systemd/system/sglang.service.d/zz-lab-broken.conf"
+    since = host_now("mn1")
+    ssh(HOSTS["mn2"], f"mkdir -p {os.path.dirname(dropin)} && printf '[Service]\\nEnvironment=SGL_LAB_EXIT_AT_START=1\\n'"
+                      f" > {dropin} && systemctl daemon-reload")
+    try:
+        kill9_engine("mn2")
+        deadline = time.monotonic() + 600
+        journal = ""
+        while time.monotonic() < deadline and "GIVING UP" not in journal:
+            time.sleep(5)
+            journal = watchdog_journal("mn1", since)
+        assert "GIVING UP" in journal, journal[-4000:]
+        time.sleep(40)  # a grace period and more: nothing restarts any more
+        journal = watchdog_journal("mn1", since)
+        restarts = journal.count("RESTARTING THE GROUP")
+        giving_up = [ln for ln in journal.splitlines() if "GIVING UP" in ln]
+        print(f"\nBOUNDED: {restarts} group restarts, then: {giving_up[0]}")
+        assert restarts == 3, journal[-4000:]
+        assert len(giving_up) == 1 and "rank 1 (mn2)" in giving_up[0]
+        assert "backing off" in journal
+    finally:
+        ssh(HOSTS["mn2"], f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed sglang || true")
+        ssh(HOSTS["mn1"], "systemctl restart sglang")
+        ssh(HOSTS["mn2"], "systemctl restart sglang")
+    wait_serving(RECOVERY_LIMIT_S)
+    time.sleep(5)
+    assert "group healthy again" in watchdog_journal("mn1", since)

@@ -76,6 +76,20 @@ def test_multi_node_argv():
         assert flag_value(argv, "--nnodes") == "2"
         assert flag_value(argv, "--node-rank") == str(rank)
         assert flag_value(argv, "--dist-init-addr") == "10.77.0.11:20000"
+        assert flag_value(argv, "--watchdog-timeout") == "300" and flag_value(argv, "--dist-timeout") == "600"
+    single = server_argv(plan4(), "minimax-m3", "minimax-m3")
+    assert "--watchdog-timeout" not in single and "--dist-timeout" not in single
+
+
+def test_multi_node_plan_carries_the_nccl_safeguards():
+    env = plan_2nodes(1)["nccl_environment"]
+    assert env == {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "TORCH_NCCL_ENABLE_MONITORING": "1",
+                   "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC": "660"}
+    assert plan4()["nccl_environment"] == {} and plan4()["watchdog_timeout_s"] is None
+    # the same flag in extra_args wins, never twice
+    argv = server_argv({**plan_2nodes(), "extra_args": ["--watchdog-timeout=900"]}, "minimax-m3", "minimax-m3")
+    assert [a for a in argv if a.startswith("--watchdog-timeout")] == ["--watchdog-timeout=900"]
+    assert flag_value(argv, "--dist-timeout") == "600"
 
 
 def test_multi_node_needs_dist_init_addr():
@@ -172,7 +186,8 @@ for argv in json.loads(sys.stdin.read()):
         out.append({"ok": True, **{k: getattr(sa, k, None) for k in (
             "model_path", "served_model_name", "tp_size", "ep_size", "dp_size", "pp_size", "nnodes", "node_rank",
             "dist_init_addr", "tool_call_parser", "reasoning_parser", "trust_remote_code", "mem_fraction_static",
-            "context_length", "enable_metrics", "api_key", "port", "host")}})
+            "context_length", "enable_metrics", "api_key", "port", "host", "watchdog_timeout",
+            "dist_timeout")}})
     except SystemExit as exc:
         out.append({"ok": False, "code": exc.code})
 print("RESULT " + json.dumps(out, default=str))
@@ -211,5 +226,7 @@ def test_argv_parses_with_real_sglang(tmp_path):
     for r, rank in ((rn0, 0), (rn1, 1)):
         assert r["ok"] and r["tp_size"] == 16 and r["nnodes"] == 2 and r["node_rank"] == rank
         assert r["dist_init_addr"] == "10.77.0.11:20000"
+        assert r["watchdog_timeout"] == 300 and r["dist_timeout"] == 600  # accepted by SGLang's own parser
+    assert r4["watchdog_timeout"] == 300 and r4["dist_timeout"] is None  # SGLang's defaults on a single node
     assert r25["ok"] and r25["tool_call_parser"] == "minimax-m2" and r25["reasoning_parser"] == "minimax-append-think"
     assert bad == {"ok": False, "code": 2}

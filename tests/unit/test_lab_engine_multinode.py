@@ -8,6 +8,7 @@ shutdown of rank 0 ends the group; a rank that disappears is an error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -223,3 +224,116 @@ def test_main_refuses_bad_multinode_settings(model_dir, monkeypatch, capsys):
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "no-such-if0")
     assert eng.main([]) == 1
     assert "Unable to find address for: no-such-if0" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- peer loss (issue 19)
+
+
+def test_peer_loss_mode_defaults_to_hang(monkeypatch):
+    monkeypatch.delenv("SGL_LAB_PEER_LOSS", raising=False)
+    assert eng.peer_loss_mode() == "hang"
+    monkeypatch.setenv("SGL_LAB_PEER_LOSS", "exit")
+    assert eng.peer_loss_mode() == "exit"
+    monkeypatch.setenv("SGL_LAB_PEER_LOSS", "explode")
+    with pytest.raises(ValueError, match="hang, exit"):
+        eng.peer_loss_mode()
+
+
+def test_hang_mode_rank0_stays_up_and_refuses_to_rejoin(model_dir, monkeypatch):
+    """Like SGLang (sglang#3099): rank 0 keeps its store up after a lost rank; a rank that comes back
+    gets no answer (the group needs a full restart), and generation hangs."""
+    monkeypatch.delenv("SGL_LAB_PEER_LOSS", raising=False)
+    eng.GROUP_BROKEN.clear()
+    exits = []
+    monkeypatch.setattr(eng.os, "_exit", exits.append)
+    port = closed_port()
+    thread, out = join_in_thread(f"127.0.0.1:{port}", 1, 2, timeout=5)
+    store = eng.start_rank0_store(_args(model_dir, dist_init_addr=f"127.0.0.1:{port}"))
+    try:
+        thread.join(5)
+        out["conn"].close()  # kill -9 of rank 1
+        deadline = time.monotonic() + 5
+        while not eng.GROUP_BROKEN.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert eng.GROUP_BROKEN.is_set() and store.broken and exits == []
+        # the restarted rank 1 cannot join the broken group
+        with pytest.raises(eng.RendezvousError, match="did not answer|listener closed|timed out|unreachable"):
+            eng.join_rendezvous(f"127.0.0.1:{port}", 1, 2, timeout=1.5, retry_s=0.1)
+        # /health_generate 503 after SGLang's health-check timeout; chat never answers
+        monkeypatch.setenv("SGLANG_HEALTH_CHECK_TIMEOUT", "0.1")
+        assert asyncio.run(eng.broken_health_generate()) == 503
+
+        async def chat_with_deadline():
+            await asyncio.wait_for(eng.hang_generation(), 0.3)
+
+        with pytest.raises(asyncio.TimeoutError):
+            asyncio.run(chat_with_deadline())
+
+        async def gone():
+            return True
+
+        asyncio.run(asyncio.wait_for(eng.hang_generation(gone), 3))  # ends once the client left
+        monkeypatch.setattr(eng, "SERVER", SimpleNamespace(should_exit=True))
+        asyncio.run(asyncio.wait_for(eng.hang_generation(), 3))  # and when the server shuts down
+    finally:
+        store.shutdown()
+        eng.GROUP_BROKEN.clear()
+
+
+def test_exit_mode_rank0_exits_on_a_lost_rank(model_dir, monkeypatch):
+    monkeypatch.setenv("SGL_LAB_PEER_LOSS", "exit")
+    eng.GROUP_BROKEN.clear()
+    exits = []
+    monkeypatch.setattr(eng.os, "_exit", exits.append)
+    port = closed_port()
+    thread, out = join_in_thread(f"127.0.0.1:{port}", 1, 2, timeout=5)
+    store = eng.start_rank0_store(_args(model_dir, dist_init_addr=f"127.0.0.1:{port}"))
+    try:
+        thread.join(5)
+        out["conn"].close()
+        deadline = time.monotonic() + 5
+        while not exits and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exits == [1] and not eng.GROUP_BROKEN.is_set()
+    finally:
+        store.shutdown()
+
+
+@pytest.mark.parametrize("mode,expect", [("hang", "idle"), ("exit", 1)])
+def test_worker_that_loses_rank0(model_dir, monkeypatch, capsys, mode, expect):
+    monkeypatch.setenv("SGL_LAB_PEER_LOSS", mode)
+    server = socket.create_server(("127.0.0.1", 0))
+    addr = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def fake_rank0():  # says ok, then disappears without a shutdown message
+        peer, _ = server.accept()
+        eng._readline(peer)
+        peer.sendall(b"ok\n")
+        peer.close()
+
+    class Idle(Exception):
+        pass
+
+    def idle():
+        raise Idle
+
+    threading.Thread(target=fake_rank0, daemon=True).start()
+    monkeypatch.setattr(eng, "idle_forever", idle)
+    monkeypatch.setattr(eng, "parse_argv", lambda argv: _args(model_dir, node_rank=1, dist_init_addr=addr))
+    try:
+        if expect == "idle":
+            with pytest.raises(Idle):
+                eng.main([])
+            assert "this rank stays up" in capsys.readouterr().out
+        else:
+            assert eng.main([]) == 1
+            assert "lost the connection to rank 0" in capsys.readouterr().out
+    finally:
+        server.close()
+
+
+def test_main_refuses_an_unknown_peer_loss_mode(model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("SGL_LAB_PEER_LOSS", "explode")
+    monkeypatch.setattr(eng, "parse_argv", lambda argv: _args(model_dir, dist_init_addr="127.0.0.1:1"))
+    assert eng.main([]) == 1
+    assert "SGL_LAB_PEER_LOSS='explode'" in capsys.readouterr().out
