@@ -237,7 +237,9 @@ def test_metrics_text():
     metrics.begin()
     metrics.end(prompt=10, completion=20, ttft=0.2, e2e=0.7)
     text = metrics.render("M", 1000)
-    assert 'sglang:num_requests_total{model_name="M"} 1.0' in text
-    assert 'sglang:generation_tokens_total{model_name="M"} 20.0' in text
-    assert 'sglang:time_to_first_token_seconds_bucket{model_name="M",le="0.25"} 1.0' in text
-    assert 'sglang:e2e_request_latency_seconds_count{model_name="M"} 1.0' in text
+    labels = 'engine_type="unified",model_name="M",is_streaming="false"'  # SGLang's own labels
+    assert f"sglang:num_requests_total{{{labels}}} 1.0" in text
+    assert f"sglang:generation_tokens_total{{{labels}}} 20.0" in text
+    assert f'sglang:time_to_first_token_seconds_bucket{{{labels},le="0.1"}} 0.0' in text
+    assert f'sglang:time_to_first_token_seconds_bucket{{{labels},le="0.2"}} 1.0' in text
+    assert f"sglang:e2e_request_latency_seconds_count{{{labels}}} 1.0" in text

@@ -283,6 +283,7 @@ class Leader:
             "gave_up": bool(saved.get("gave_up")),
         }
         self.failures = 0
+        self.recovering = False  # a group restart of this watchdog has not yet been seen healthy
         self.last_healthy = 0.0
         self.skipping = ""
         self.peer_states: dict = {}
@@ -367,12 +368,14 @@ class Leader:
         own = self.unit.state()
         problems = self.problems(peers, own)
         if not problems:
-            if self.failures or self.state["gave_up"] or self.last_healthy < self._starting_since(own):
+            again = bool(self.failures or self.state["gave_up"] or self.recovering)
+            if again or self.last_healthy < self._starting_since(own):
                 since = now - self._starting_since(own)
-                self.log(f"group healthy{' again' if self.failures or self.state['gave_up'] else ''} "
+                self.log(f"group healthy{' again' if again else ''} "
                          f"({since:.0f} s after the last start of the group): a one-token chat answered and "
                          "every rank's unit is active")
             self.failures = 0
+            self.recovering = False
             self.last_healthy = now
             if self.state["gave_up"]:
                 self.state["gave_up"] = False
@@ -451,6 +454,7 @@ class Leader:
         self.log(f"rank 0 started (epoch {s['epoch']}); the other ranks start now; the group has "
                  f"{self.cfg['start_grace_s']:g} s to serve")
         self.failures = 0
+        self.recovering = True
 
     def _not_stopped(self) -> list:
         waiting = []
