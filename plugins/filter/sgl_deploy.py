@@ -13,6 +13,7 @@ called by their bare names:
 * ``df_stdout | sgl_df_mounts``                    -> [mount fact of the measured path]
 * ``plan | sgl_server_argv(parsers, config_file=...)``   -> SGLang argv list
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
+* ``hosts | sgl_fanout_plan(seed, complete, limit)`` -> weights fan-out plan: hub host, sources per host
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -39,6 +40,7 @@ from sgl_deploy import argv as _argv
 from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
 from sgl_deploy import preflight as _preflight
+from sgl_deploy import weights as _weights
 from sgl_deploy import planner as _planner
 from sgl_deploy.profiles import ProfileError
 
@@ -121,6 +123,14 @@ def sgl_systemd_quote(argv: Any) -> str:
     return _argv.quote_argv([str(a) for a in argv])
 
 
+def sgl_fanout_plan(hosts: Any, seed: str, complete: Any = None, limit: int = 2) -> dict[str, Any]:
+    """Play hosts -> {hub, roots, parent, sources: {host: [candidate hosts, tree order]}, rounds}."""
+    try:
+        return _weights.fanout_plan([str(h) for h in hosts], str(seed), [str(h) for h in complete or []], int(limit))
+    except ValueError as exc:
+        raise AnsibleFilterError(f"sgl_fanout_plan: {exc}") from None
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -136,4 +146,5 @@ class FilterModule:
             "sgl_df_mounts": sgl_df_mounts,
             "sgl_server_argv": sgl_server_argv,
             "sgl_systemd_quote": sgl_systemd_quote,
+            "sgl_fanout_plan": sgl_fanout_plan,
         }

@@ -1239,9 +1239,10 @@ def fanout_plan(hosts: list[str], seed: str, complete: list[str], limit: int = 2
     if limit < 1:
         raise ValueError(f"fan-out limit must be >= 1, got {limit}")
     hosts = list(dict.fromkeys(hosts))
-    if seed not in hosts:
-        raise ValueError(f"fan-out seed {seed!r} is not one of the hosts {hosts}")
     done = [h for h in hosts if h in set(complete)]
+    if not done and seed not in hosts:
+        raise ValueError(f"no host has complete weights and the fan-out seed {seed!r} is not one of the hosts "
+                         f"{hosts}: nobody can download from the hub")
     roots = done or [seed]
     waiting = [h for h in hosts if h not in roots]
     order = roots + waiting
@@ -1582,14 +1583,24 @@ class Sources:
         return None
 
     def choose(self, path: str, avoid=()) -> str | None:
-        """The first source (preference order) that has ``path`` verified and a free slot."""
+        """A source that has ``path`` verified and a free upload slot: the least busy one, the
+        first in preference order among equals (an idle one ends the search). Spreading the
+        copies over every holder keeps the seed's uplink for the newest shard."""
+        best, best_load = None, None
         for url in self.urls:
             if url in avoid:
                 continue
             st = self.view(url)
-            if st and path in st.get("verified", ()) and (not st.get("limit") or st["uploads"] < st["limit"]):
+            if not st or path not in st.get("verified", ()):
+                continue
+            load = st.get("uploads", 0)
+            if st.get("limit") and load >= st["limit"]:
+                continue
+            if load == 0:
                 return url
-        return None
+            if best_load is None or load < best_load:
+                best, best_load = url, load
+        return best
 
 
 def file_url(source: str, model_id: str, revision: str, path: str) -> str:
@@ -1679,7 +1690,7 @@ def copy_file(weights_dir: Path, f: dict, listing: dict, sources: Sources, log: 
             if time.monotonic() > deadline:
                 raise WeightsError(EXIT_HUB_UNREACHABLE, f"no source served {f['path']} in time (sources: "
                                    f"{', '.join(sources.urls)}); partial files are kept, rerun to resume")
-            time.sleep(sources.poll / 2)
+            time.sleep(sources.poll)
             continue
         try:
             part.pull(file_url(url, listing["model_id"], listing["revision"], f["path"]), sources.timeout, limiter)
@@ -1864,7 +1875,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--source", action="append", required=True, metavar="URL",
                    help="a peer's mirror, e.g. http://10.0.0.2:18181 (repeatable; preference order)")
     p.add_argument("--margin-gb", type=float, default=10.0, help="free space to keep beyond the copy")
-    p.add_argument("--workers", type=int, default=2, help="files copied at once")
+    p.add_argument("--workers", type=int, default=1,
+                   help="files copied at once (1: one upload slot of the fleet per peer, the fairest spread)")
     p.add_argument("--max-download-bps", type=float, default=0, help="cap on this host's copies, bytes/s (0: none)")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between asking a source what it has")
     p.add_argument("--source-timeout", type=float, default=30, help="socket timeout towards a source (s)")
