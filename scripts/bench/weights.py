@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def local_run(n: int, work: Path, hub, args) -> dict:
     since = len(harness.file_gets(hub.access_log))
     mirrors = {}
     t0 = time.monotonic()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         for h in names:  # every host serves what it has verified, from the start
             dirs[h].mkdir(parents=True)
@@ -73,7 +75,7 @@ def local_run(n: int, work: Path, hub, args) -> dict:
                 if mirrors[h].poll() is not None:
                     raise SystemExit(f"mirror of {h} exited: {mirrors[h].communicate()}")
                 time.sleep(0.05)
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         procs = {plan["hub"]: harness.start_tool(
             "fetch", "--publish", "--model-id", MODEL, "--endpoint", hub.url, "--dir", dirs[plan["hub"]],
             "--margin-gb", 0, "--max-workers", 1, env=env)}
@@ -85,6 +87,10 @@ def local_run(n: int, work: Path, hub, args) -> dict:
             out, err = p.communicate(timeout=3600)
             if p.returncode != 0:
                 raise SystemExit(f"{h} failed (rc {p.returncode}): {out[-800:]} {err[-1500:]}")
+            if args.trace:
+                with open(args.trace, "a", encoding="utf-8") as trace:
+                    trace.write(json.dumps({"n": n, "host": h, "t_start": t0_wall, "t_end": time.time(),
+                                            "url": url[h], "result": json.loads(out.strip().splitlines()[-1])}) + "\n")
         wall = time.monotonic() - t0
     finally:
         served = {}
@@ -93,10 +99,11 @@ def local_run(n: int, work: Path, hub, args) -> dict:
             out, _ = m.communicate(timeout=30)
             last = out.strip().splitlines()[-1] if out.strip() else "{}"
             served[h] = json.loads(last)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for d in dirs.values():
         assert sw.evaluate(d)["complete"], d
     shutil.rmtree(run, ignore_errors=True)
-    return {"wall": wall, "hub": hub_bytes(hub.access_log, since),
+    return {"wall": wall, "cpu": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, "hub": hub_bytes(hub.access_log, since),
             "max_served": max(s.get("bytes_sent", 0) for s in served.values()) if n > 1 else 0,
             "max_uploads": max(s.get("peak_uploads", 0) for s in served.values()) if n > 1 else 0,
             "rounds": plan["rounds"]}
@@ -130,7 +137,7 @@ def lab_run(n: int, hosts: list[str], hub, python: str, args) -> dict:
                     "ansible.builtin.file", "-a", f"path={wdir} state=absent"], cwd=REPO, capture_output=True)
     if proc.returncode != 0:
         raise SystemExit(f"fanout n={n} failed:\n{proc.stdout[-3000:]}")
-    return {"wall": wall, "hub": hub_bytes(hub.access_log, since), "max_served": None, "max_uploads": None,
+    return {"wall": wall, "cpu": None, "hub": hub_bytes(hub.access_log, since), "max_served": None, "max_uploads": None,
             "rounds": sw.fanout_plan(hosts[:n], hosts[0], [], args.fanout_limit)["rounds"]}
 
 
@@ -145,6 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--uplink-mbps", type=float, help="each host's uplink (its mirror's cap) in MB/s")
     ap.add_argument("--fanout-limit", type=int, default=2, help="uploads at once per host (model_weights_fanout_limit)")
     ap.add_argument("--work", type=Path, help="scratch dir (default: a temp dir, removed at the end)")
+    ap.add_argument("--trace", type=Path, help="append each host's fetch/copy result (per-file events) to this JSONL")
     args = ap.parse_args(argv)
     defaults = dict(QUICK) if args.quick else {"hosts": [1, 4, 8, 16], "shards": 8, "shard_mib": 64.0,
                                                 "hub_mbps": 20.0, "uplink_mbps": 40.0}
@@ -176,7 +184,7 @@ def main(argv=None) -> int:
               "process on this machine, over loopback; uplinks throttled by each mirror, downlinks not")
     print()
     print(f"{'hosts':>5}  {'wall s':>7}  {'hub MB':>7}  {'hub/model':>9}  {'max served MB':>13}  "
-          f"{'max uploads':>11}  {'tree rounds':>11}  {'N/1 time':>8}")
+          f"{'max uploads':>11}  {'tree rounds':>11}  {'N/1 time':>8}  {'cpu s':>6}")
     base = None
     try:
         for n in counts:
@@ -185,8 +193,9 @@ def main(argv=None) -> int:
             ratio = f"{r['wall'] / base:.2f}x" if base else "--"
             served = "--" if r["max_served"] is None else f"{r['max_served'] / 1e6:.1f}"
             uploads = "--" if r["max_uploads"] is None else str(r["max_uploads"])
+            cpu = "--" if r["cpu"] is None else f"{r['cpu']:.0f}"
             print(f"{n:>5}  {r['wall']:>7.1f}  {r['hub'] / 1e6:>7.1f}  {r['hub'] / size:>9.2f}  {served:>13}  "
-                  f"{uploads:>11}  {r['rounds']:>11}  {ratio:>8}", flush=True)
+                  f"{uploads:>11}  {r['rounds']:>11}  {ratio:>8}  {cpu:>6}", flush=True)
     finally:
         hub.stop()
         if not args.work:
@@ -195,6 +204,8 @@ def main(argv=None) -> int:
     if skipped:
         print(f"(skipped N={skipped}: the lab has {len(hosts)} hosts)")
     print(f"targets: N=16 time <= 1.50x N=1; hub/model <= 1.05; max uploads <= fan-out limit ({args.fanout_limit})")
+    print(f"cpu s: CPU time of all the hosts' tool processes together (this machine has {os.cpu_count()} cores; "
+          "a real fleet has one machine per host)")
     return 0
 
 

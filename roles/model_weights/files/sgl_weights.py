@@ -1295,8 +1295,10 @@ class VerifiedLog:
             write_json_atomic(self.path, self.data)
 
 
-def publish_listing(weights_dir: Path, listing: dict) -> None:
-    write_json_atomic(state_dir(weights_dir) / FANOUT_LISTING, {k: listing.get(k) for k in LISTING_KEYS})
+def publish_listing(weights_dir: Path, listing: dict, origin: str = "peer") -> None:
+    """``origin``: "hub" on the seed (it downloads from the hub), "peer" on a host that copies."""
+    write_json_atomic(state_dir(weights_dir) / FANOUT_LISTING,
+                      dict({k: listing.get(k) for k in LISTING_KEYS}, origin=origin))
 
 
 class Publisher:
@@ -1305,7 +1307,7 @@ class Publisher:
     serve it before the whole model is there (pipelining)."""
 
     def __init__(self, weights_dir: Path, listing: dict, log: VerifiedLog | None = None, interval: float = 0.2,
-                 background: bool = True):
+                 background: bool = True, origin: str = "hub"):
         self.dir = weights_dir
         self.files = [f for f in listing["files"] if f.get("sha256")]
         self.log = log or VerifiedLog(weights_dir)
@@ -1313,7 +1315,7 @@ class Publisher:
         self.tried: dict[str, int] = {}  # path -> mtime_ns of a copy that did not match
         self._stop = threading.Event()
         self._thread = None
-        publish_listing(weights_dir, listing)
+        publish_listing(weights_dir, listing, origin)
         if background:
             self._thread = threading.Thread(target=self._loop, name="sgl-weights-publish", daemon=True)
             self._thread.start()
@@ -1431,7 +1433,8 @@ class LiveCatalog:
 
     def state(self, with_listing: bool) -> dict:
         self.refresh()
-        out = {"ready": bool(self.listing), "complete": self.complete, "verified": sorted(self.entries)}
+        out = {"ready": bool(self.listing), "complete": self.complete, "verified": sorted(self.entries),
+               "origin": "complete" if self.complete else (self.listing or {}).get("origin", "peer")}
         if with_listing:
             out["listing"] = self.listing
         return out
@@ -1460,9 +1463,15 @@ class RateLimiter:
 class FanoutHandler(HubHandler):
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
-        if url.path.rstrip("/") == FANOUT_STATE_PATH:
+        if url.path.rstrip("/") == FANOUT_STATE_PATH:  # polled often: answered without an access-log line
             query = urllib.parse.parse_qs(url.query)
-            return self.send_json(200, self.server.fanout_state(query.get("listing", ["1"])[-1] != "0"))
+            raw = json.dumps(self.server.fanout_state(query.get("listing", ["1"])[-1] != "0")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return None
         return super().do_GET()
 
 
@@ -1535,15 +1544,33 @@ class Sources:
         self.state: dict[str, tuple[float, dict | None]] = {}
         self.dead_until: dict[str, float] = {}
         self.lock = threading.Lock()
+        self._conns = threading.local()  # keep-alive connection per (thread, source) for the state polls
 
     def get_json(self, url: str, path: str) -> dict:
-        import urllib.request
+        import http.client
 
-        try:
-            with urllib.request.urlopen(url + path, timeout=self.timeout) as r:
-                return json.loads(r.read())
-        except Exception as exc:  # noqa: BLE001 - any failure makes the source unusable for a while
-            raise SourceError(f"{url}: {type(exc).__name__}: {exc}") from None
+        conns = self._conns.__dict__.setdefault("by_url", {})
+        for attempt in (1, 2):  # a kept-alive connection the source closed: reconnect once
+            conn = conns.get(url)
+            if conn is None:
+                parts = urllib.parse.urlsplit(url)
+                conn = conns[url] = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise SourceError(f"{url}: HTTP {resp.status}")
+                return json.loads(body)
+            except SourceError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure makes the source unusable for a while
+                conn.close()
+                conns.pop(url, None)
+                if attempt == 2 or not isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
+                                                        ConnectionResetError)):
+                    raise SourceError(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise AssertionError("unreachable")
 
     def mark_dead(self, url: str) -> None:
         with self.lock:
@@ -1583,23 +1610,29 @@ class Sources:
         return None
 
     def choose(self, path: str, avoid=()) -> str | None:
-        """A source that has ``path`` verified and a free upload slot: the least busy one, the
-        first in preference order among equals (an idle one ends the search). Spreading the
-        copies over every holder keeps the seed's uplink for the newest shard."""
-        best, best_load = None, None
-        for url in self.urls:
+        """A source that has ``path`` verified and a free upload slot. Best: a peer that is still
+        copying itself, then the least busy, then preference (tree) order; an idle peer ends the
+        search. The seed and complete hosts ("roots") only serve files no live peer has: the
+        seed's uplink is the only way out for the newest shard."""
+        best, best_key, peer_holds = None, None, False
+        for i, url in enumerate(self.urls):
             if url in avoid:
                 continue
             st = self.view(url)
             if not st or path not in st.get("verified", ()):
                 continue
+            root = st.get("origin") in ("hub", "complete")
+            peer_holds = peer_holds or not root
             load = st.get("uploads", 0)
             if st.get("limit") and load >= st["limit"]:
                 continue
-            if load == 0:
+            key = (root, load, i)
+            if key[:2] == (False, 0):
                 return url
-            if best_load is None or load < best_load:
-                best, best_load = url, load
+            if best_key is None or key < best_key:
+                best, best_key = url, key
+        if best_key and best_key[0] and peer_holds:
+            return None  # a peer has it too (busy now): wait for it, keep the roots' slots for rarer files
         return best
 
 
@@ -1677,37 +1710,108 @@ class PartialFile:
         return False
 
 
-def copy_file(weights_dir: Path, f: dict, listing: dict, sources: Sources, log: VerifiedLog,
-              limiter: RateLimiter | None, deadline: float, events: list) -> None:
-    """Get one file from the peers: source switch with resume, hash check, refetch when corrupt."""
-    part = PartialFile(weights_dir, f)
-    corrupt_from: set[str] = set()
-    while True:
-        url = sources.choose(f["path"], avoid=corrupt_from)
-        if url is None and corrupt_from and not any(sources.view(u) for u in sources.urls if u not in corrupt_from):
-            corrupt_from.clear()  # nobody else has it: let the others try again
-        if url is None:
-            if time.monotonic() > deadline:
-                raise WeightsError(EXIT_HUB_UNREACHABLE, f"no source served {f['path']} in time (sources: "
-                                   f"{', '.join(sources.urls)}); partial files are kept, rerun to resume")
-            time.sleep(sources.poll)
-            continue
+class CopyScheduler:
+    """The peer's copy loop. Each worker takes the first missing file (listing order) that some
+    source has verified with a free slot (never a second slot of a source it already uses), so
+    a file the sources do not have yet blocks nothing. A file cut mid-way keeps its partial
+    bytes and hash state and resumes from the next source; a copy whose sha256 does not match
+    is deleted and that source is not asked for that file again (unless nobody else has it)."""
+
+    def __init__(self, weights_dir: Path, files: list[dict], listing: dict, sources: Sources, log: VerifiedLog,
+                 limiter: RateLimiter | None, deadline: float):
+        self.dir, self.listing, self.sources, self.log = weights_dir, listing, sources, log
+        self.limiter, self.deadline = limiter, deadline
+        self.pending = list(files)
+        self.parts: dict[str, PartialFile] = {}
+        self.corrupt_from: dict[str, set] = collections.defaultdict(set)
+        self.busy_paths: set[str] = set()
+        self.busy_urls: set[str] = set()
+        self.events: list[dict] = []
+        self.errors: list[WeightsError] = []
+        self.lock = threading.Lock()
+
+    def claim(self):
+        """-> (file, url), None (nothing available right now) or "done"."""
+        with self.lock:
+            if not self.pending:
+                return "done"
+            files = [f for f in self.pending if f["path"] not in self.busy_paths]
+            mine = set(self.busy_urls)
+        for f in files:
+            bad = self.corrupt_from[f["path"]]
+            url = self.sources.choose(f["path"], avoid=mine | bad)
+            if url is None and bad and self.sources.choose(f["path"], avoid=mine) is None:
+                bad.clear()  # nobody else has it: let the sources that failed the hash try again
+            if url is not None:
+                with self.lock:
+                    if f["path"] in self.busy_paths or url in self.busy_urls:
+                        continue
+                    self.busy_paths.add(f["path"])
+                    self.busy_urls.add(url)
+                return f, url
+        return None
+
+    def attempt(self, f: dict, url: str) -> None:
+        part = self.parts.get(f["path"]) or self.parts.setdefault(f["path"], PartialFile(self.dir, f))
+        started = time.time()
         try:
-            part.pull(file_url(url, listing["model_id"], listing["revision"], f["path"]), sources.timeout, limiter)
+            part.pull(file_url(url, self.listing["model_id"], self.listing["revision"], f["path"]),
+                      self.sources.timeout, self.limiter)
         except SourceError as exc:
             if exc.busy:
-                sources.mark_busy(url)
+                self.sources.mark_busy(url)
             else:
-                sources.mark_dead(url)
-                events.append({"event": "switch", "path": f["path"], "source": url, "offset": part.offset,
-                               "msg": str(exc)})
-            continue
-        if part.finish():
-            log.record(f)
-            events.append({"event": "copied", "path": f["path"], "source": url})
+                self.sources.mark_dead(url)
+                self.events.append({"event": "switch", "path": f["path"], "source": url, "offset": part.offset,
+                                    "msg": str(exc)})
             return
-        corrupt_from.add(url)
-        events.append({"event": "corrupt", "path": f["path"], "source": url})
+        if part.finish():
+            self.log.record(f)
+            with self.lock:
+                self.pending.remove(f)
+                self.parts.pop(f["path"], None)
+            self.events.append({"event": "copied", "path": f["path"], "source": url, "t0": round(started, 3),
+                                "t1": round(time.time(), 3)})
+            return
+        self.corrupt_from[f["path"]].add(url)
+        self.events.append({"event": "corrupt", "path": f["path"], "source": url})
+
+    def worker(self) -> None:
+        idle = 0  # polls in a row that found nothing to do: wait up to 2 x poll between them
+        while not self.errors:
+            job = self.claim()
+            if job == "done":
+                return
+            if job is None:
+                if time.monotonic() > self.deadline:
+                    with self.lock:
+                        waiting = [f["path"] for f in self.pending]
+                    self.errors.append(WeightsError(
+                        EXIT_HUB_UNREACHABLE, f"no source served {', '.join(waiting[:3])} in time (sources: "
+                        f"{', '.join(self.sources.urls)}); partial files are kept, rerun to resume"))
+                    return
+                idle += 1
+                time.sleep(self.sources.poll * min(2.0, 0.5 + idle / 4))
+                continue
+            idle = 0
+            f, url = job
+            try:
+                self.attempt(f, url)
+            except OSError as exc:
+                self.errors.append(classify_client_error(exc, "the fan-out sources", f"copying {f['path']}"))
+            finally:
+                with self.lock:
+                    self.busy_paths.discard(f["path"])
+                    self.busy_urls.discard(url)
+
+    def run(self, workers: int) -> None:
+        threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(max(1, workers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
 
 
 def copy_from_peers(args) -> dict:
@@ -1756,34 +1860,13 @@ def _copy_locked(args, weights_dir: Path, prog: Progress) -> dict:
         raise WeightsError(EXIT_DISK, space["space_msg"], **space)
     remove_marker(weights_dir)
     log = VerifiedLog(weights_dir)
-    Publisher(weights_dir, listing, log=log, background=False).scan()  # full-size leftovers: hashed once
+    Publisher(weights_dir, listing, log=log, background=False, origin="peer").scan()  # leftovers: hashed once
     todo = [f for f in listing["files"] if not log.valid(f)]
     prog.start(listing["files"], endpoint=", ".join(sources.urls))
     limiter = RateLimiter(args.max_download_bps) if args.max_download_bps else None
-    events: list[dict] = []
-    queue = collections.deque(todo)
-    errors: list[WeightsError] = []
-
-    def worker():
-        while not errors:
-            try:
-                f = queue.popleft()
-            except IndexError:
-                return
-            try:
-                copy_file(weights_dir, f, listing, sources, log, limiter, deadline, events)
-            except WeightsError as exc:
-                errors.append(exc)
-            except OSError as exc:
-                errors.append(classify_client_error(exc, "the fan-out sources", f"copying {f['path']}"))
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, args.workers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    sched = CopyScheduler(weights_dir, todo, listing, sources, log, limiter, deadline)
+    sched.run(args.workers)
+    events = sched.events
     prog.stop()
     prog.write(state="finalizing")
     manifest = build_manifest(listing, weights_dir)
@@ -1875,8 +1958,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--source", action="append", required=True, metavar="URL",
                    help="a peer's mirror, e.g. http://10.0.0.2:18181 (repeatable; preference order)")
     p.add_argument("--margin-gb", type=float, default=10.0, help="free space to keep beyond the copy")
-    p.add_argument("--workers", type=int, default=1,
-                   help="files copied at once (1: one upload slot of the fleet per peer, the fairest spread)")
+    p.add_argument("--workers", type=int, default=2, help="files copied at once (each from another source)")
     p.add_argument("--max-download-bps", type=float, default=0, help="cap on this host's copies, bytes/s (0: none)")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between asking a source what it has")
     p.add_argument("--source-timeout", type=float, default=30, help="socket timeout towards a source (s)")
