@@ -1696,8 +1696,6 @@ class PartialFile:
                 except Exception as exc:  # noqa: BLE001 - cut mid-body: keep what we have
                     out.flush()
                     raise SourceError(f"cut at byte {self.offset}: {type(exc).__name__}: {exc}") from None
-                out.flush()
-                os.fsync(out.fileno())
         if self.offset < self.f["size"]:
             raise SourceError(f"cut at byte {self.offset} of {self.f['size']}")
 
