@@ -190,6 +190,30 @@ def test_source_selection_prefers_plan_order_and_skips_busy_dead_and_missing(tmp
     assert src.view(dead) is None and src.choose("nope.bin") is None
 
 
+def test_source_selection_keeps_the_downloading_seed_for_files_no_peer_has(tmp_path, mirrors):
+    seed, peer, done = tmp_path / "seed", tmp_path / "peer", tmp_path / "done"
+    listing = make_source(seed, {"s1.bin": 1000, "s2.bin": 1000})
+    sw.publish_listing(seed, listing, origin="hub")
+    make_source(peer, {"s1.bin": 1000, "s2.bin": 1000}, publish=["s1.bin"])
+    ms, mp = mirrors(seed, limit=2), mirrors(peer, limit=1)
+    src = sw.Sources([ms.url, mp.url], poll=0.01, timeout=2)
+    assert src.view(ms.url)["origin"] == "hub" and src.view(mp.url)["origin"] == "peer"
+    assert src.choose("s1.bin") == mp.url  # the peer, although the seed comes first in plan order
+    assert src.choose("s2.bin") == ms.url  # only the seed has it
+    mp.server.uploads = 1  # the peer is busy: wait for it rather than take the seed's uplink
+    time.sleep(0.02)
+    assert src.choose("s1.bin") is None and src.choose("s2.bin") == ms.url
+    mp.server.uploads = 0
+    listing = make_source(done, {"s1.bin": 1000, "s2.bin": 1000})
+    sw.write_complete(done, sw.build_manifest(listing, done))  # a complete host: used when peers are busy
+    md = mirrors(done)
+    src = sw.Sources([md.url, mp.url], poll=0.01, timeout=2)
+    assert src.view(md.url)["origin"] == "complete" and src.choose("s1.bin") == mp.url
+    mp.server.uploads = 1
+    time.sleep(0.02)
+    assert src.choose("s1.bin") == md.url
+
+
 def test_copy_is_pipelined_and_ends_with_manifest_and_marker(tmp_path, mirrors):
     seed, peer = tmp_path / "seed", tmp_path / "peer"
     listing = make_source(seed, {"a.json": 300, "s1.bin": 50_000, "s2.bin": 50_000}, publish=["a.json", "s1.bin"])

@@ -1611,9 +1611,10 @@ class Sources:
 
     def choose(self, path: str, avoid=()) -> str | None:
         """A source that has ``path`` verified and a free upload slot. Best: a peer that is still
-        copying itself, then the least busy, then preference (tree) order; an idle peer ends the
-        search. The seed and complete hosts ("roots") only serve files no live peer has: the
-        seed's uplink is the only way out for the newest shard."""
+        copying itself, then a complete host, then the seed while it still downloads; among
+        equals the least busy, then preference (tree) order; an idle peer ends the search. The
+        downloading seed only serves files no live peer has (its uplink is the only way out for
+        the newest shard)."""
         best, best_key, peer_holds = None, None, False
         for i, url in enumerate(self.urls):
             if url in avoid:
@@ -1621,18 +1622,18 @@ class Sources:
             st = self.view(url)
             if not st or path not in st.get("verified", ()):
                 continue
-            root = st.get("origin") in ("hub", "complete")
-            peer_holds = peer_holds or not root
+            origin = st.get("origin")
+            peer_holds = peer_holds or origin not in ("hub", "complete")
             load = st.get("uploads", 0)
             if st.get("limit") and load >= st["limit"]:
                 continue
-            key = (root, load, i)
-            if key[:2] == (False, 0):
+            key = (origin == "hub", origin == "complete", load, i)
+            if key[:3] == (False, False, 0):
                 return url
             if best_key is None or key < best_key:
                 best, best_key = url, key
         if best_key and best_key[0] and peer_holds:
-            return None  # a peer has it too (busy now): wait for it, keep the roots' slots for rarer files
+            return None  # a peer has it too (busy now): wait for it, keep the seed's uplink for newer files
         return best
 
 
