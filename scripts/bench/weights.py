@@ -83,8 +83,10 @@ def local_run(n: int, work: Path, hub, args) -> dict:
             procs[h] = harness.start_tool(
                 "copy", "--model-id", MODEL, "--dir", dirs[h], "--margin-gb", 0,
                 *[a for s in sources for a in ("--source", url[s])], env=env)
-        for h, p in procs.items():
+        t_seed = None
+        for h, p in procs.items():  # the seed first: its end is the hub download's end
             out, err = p.communicate(timeout=3600)
+            t_seed = t_seed or time.monotonic()
             if p.returncode != 0:
                 raise SystemExit(f"{h} failed (rc {p.returncode}): {out[-800:]} {err[-1500:]}")
             if args.trace:
@@ -103,7 +105,8 @@ def local_run(n: int, work: Path, hub, args) -> dict:
     for d in dirs.values():
         assert sw.evaluate(d)["complete"], d
     shutil.rmtree(run, ignore_errors=True)
-    return {"wall": wall, "cpu": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, "hub": hub_bytes(hub.access_log, since),
+    return {"wall": wall, "after_seed": wall - (t_seed - t0),
+            "cpu": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, "hub": hub_bytes(hub.access_log, since),
             "max_served": max(s.get("bytes_sent", 0) for s in served.values()) if n > 1 else 0,
             "max_uploads": max(s.get("peak_uploads", 0) for s in served.values()) if n > 1 else 0,
             "rounds": plan["rounds"]}
@@ -137,7 +140,8 @@ def lab_run(n: int, hosts: list[str], hub, python: str, args) -> dict:
                     "ansible.builtin.file", "-a", f"path={wdir} state=absent"], cwd=REPO, capture_output=True)
     if proc.returncode != 0:
         raise SystemExit(f"fanout n={n} failed:\n{proc.stdout[-3000:]}")
-    return {"wall": wall, "cpu": None, "hub": hub_bytes(hub.access_log, since), "max_served": None, "max_uploads": None,
+    return {"wall": wall, "after_seed": None, "cpu": None, "hub": hub_bytes(hub.access_log, since), "max_served": None,
+            "max_uploads": None,
             "rounds": sw.fanout_plan(hosts[:n], hosts[0], [], args.fanout_limit)["rounds"]}
 
 
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
               "process on this machine, over loopback; uplinks throttled by each mirror, downlinks not")
     print()
     print(f"{'hosts':>5}  {'wall s':>7}  {'hub MB':>7}  {'hub/model':>9}  {'max served MB':>13}  "
-          f"{'max uploads':>11}  {'tree rounds':>11}  {'N/1 time':>8}  {'cpu s':>6}")
+          f"{'max uploads':>11}  {'tree rounds':>11}  {'N/1 time':>8}  {'after seed s':>12}  {'cpu s':>6}")
     base = None
     try:
         for n in counts:
@@ -194,8 +198,9 @@ def main(argv=None) -> int:
             served = "--" if r["max_served"] is None else f"{r['max_served'] / 1e6:.1f}"
             uploads = "--" if r["max_uploads"] is None else str(r["max_uploads"])
             cpu = "--" if r["cpu"] is None else f"{r['cpu']:.0f}"
+            tail = "--" if r["after_seed"] is None else f"{r['after_seed']:.1f}"
             print(f"{n:>5}  {r['wall']:>7.1f}  {r['hub'] / 1e6:>7.1f}  {r['hub'] / size:>9.2f}  {served:>13}  "
-                  f"{uploads:>11}  {r['rounds']:>11}  {ratio:>8}  {cpu:>6}", flush=True)
+                  f"{uploads:>11}  {r['rounds']:>11}  {ratio:>8}  {tail:>12}  {cpu:>6}", flush=True)
     finally:
         hub.stop()
         if not args.work:
@@ -204,6 +209,7 @@ def main(argv=None) -> int:
     if skipped:
         print(f"(skipped N={skipped}: the lab has {len(hosts)} hosts)")
     print(f"targets: N=16 time <= 1.50x N=1; hub/model <= 1.05; max uploads <= fan-out limit ({args.fanout_limit})")
+    print("after seed s: wall time after the seed's hub download ended (the LAN tail of the last shard)")
     print(f"cpu s: CPU time of all the hosts' tool processes together (this machine has {os.cpu_count()} cores; "
           "a real fleet has one machine per host)")
     return 0
