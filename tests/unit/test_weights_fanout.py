@@ -86,7 +86,8 @@ def mirrors():
 
 def copy_args(wdir: Path, sources: list[str], **kw) -> types.SimpleNamespace:
     args = dict(dir=str(wdir), model_id=MODEL, revision="master", allow=[], ignore=[], source=sources, margin_gb=0,
-                workers=2, max_download_bps=0, poll=0.05, source_timeout=5, timeout=60, progress_interval=0.2)
+                workers=2, max_download_bps=0, poll=0.05, source_timeout=5, timeout=60, stall_s=30,
+                progress_interval=0.2)
     args.update(kw)
     return types.SimpleNamespace(**args)
 
@@ -303,3 +304,26 @@ def test_corrupt_everywhere_is_never_marked_complete(tmp_path, mirrors):
     assert not (peer / sw.MARKER).exists() and not (peer / "s1.bin").exists()
     assert "s1.bin" not in sw.LiveCatalog(peer).state(False)["verified"]
     assert json.loads((peer / sw.STATE_DIR / sw.PROGRESS).read_text())["state"] == "failed"
+
+
+@pytest.mark.parametrize("published", [["a.json"], None])
+def test_seed_download_failing_stops_the_peers_fast_with_its_message(tmp_path, mirrors, published):
+    """The seed's hub download fails (after the listing, or before it): the peers do not wait for
+    --timeout; they fail after --stall-s with the seed's message, their partial files kept."""
+    seed, other, peer = tmp_path / "seed", tmp_path / "other", tmp_path / "peer"
+    if published is not None:
+        listing = make_source(seed, {"a.json": 100, "s1.bin": 5000}, publish=published)
+        sw.publish_listing(seed, listing, origin="hub")
+    else:
+        seed.mkdir()
+    sw.Progress(seed, MODEL, "master").write(state="failed", msg="cannot reach the hub at http://hub.invalid")
+    other.mkdir()  # another peer, itself still waiting for a listing
+    sw.Progress(other, MODEL, "master").write(state="listing", role="copy")
+    ms, mo = mirrors(seed), mirrors(other)
+    t0 = time.monotonic()
+    with pytest.raises(sw.WeightsError, match="failed: .*cannot reach the hub at http://hub.invalid") as err:
+        sw.copy_from_peers(copy_args(peer, [mo.url, ms.url], stall_s=0.5, timeout=60))
+    assert time.monotonic() - t0 < 15 and err.value.rc == sw.EXIT_HUB_UNREACHABLE
+    assert not (peer / sw.MARKER).exists()
+    if published is not None:
+        assert (peer / "a.json").exists()  # what it could get, it kept (verified)

@@ -1435,6 +1435,9 @@ class LiveCatalog:
         self.refresh()
         out = {"ready": bool(self.listing), "complete": self.complete, "verified": sorted(self.entries),
                "origin": "complete" if self.complete else (self.listing or {}).get("origin", "peer")}
+        prog = progress_report(self.dir)  # the fetch/copy filling this dir: failed (also: its pid is gone)?
+        out.update(fetch_state=prog.get("state"), fetch_role=prog.get("role", "fetch"),
+                   fetch_msg=prog.get("msg", "") if prog.get("failed") else "")
         if with_listing:
             out["listing"] = self.listing
         return out
@@ -1599,6 +1602,23 @@ class Sources:
             self.state[url] = (time.monotonic(), st)
         return st
 
+    def hopeless(self, pending: set[str]) -> str | None:
+        """Why no file of ``pending`` can come any more, or None: no live source holds one, and
+        no live source is still downloading from the hub (the seed failed, or every source died)."""
+        views = {url: self.view(url) for url in self.urls}
+        alive = {u: v for u, v in views.items() if v}
+        if any(pending & set(v.get("verified", ())) for v in alive.values()):
+            return None
+        if any(v.get("fetch_state") != "failed" and v.get("fetch_role") != "copy" and not v.get("complete")
+               for v in alive.values()):
+            return None  # a seed is still downloading
+        failed = [f"{u}: {v['fetch_msg']}" for u, v in alive.items() if v.get("fetch_state") == "failed"]
+        dead = [u for u, v in views.items() if not v]
+        return ("no source has or can still get " + ", ".join(sorted(pending)[:3])
+                + (f"; failed: {'; '.join(failed)}" if failed else "")
+                + (f"; unreachable: {', '.join(dead)}" if dead else "")
+                + "; partial files are kept, rerun to resume")
+
     def listing(self) -> dict | None:
         for url in self.urls:
             try:
@@ -1717,7 +1737,7 @@ class CopyScheduler:
     is deleted and that source is not asked for that file again (unless nobody else has it)."""
 
     def __init__(self, weights_dir: Path, files: list[dict], listing: dict, sources: Sources, log: VerifiedLog,
-                 limiter: RateLimiter | None, deadline: float):
+                 limiter: RateLimiter | None, deadline: float, stall_s: float = 30.0):
         self.dir, self.listing, self.sources, self.log = weights_dir, listing, sources, log
         self.limiter, self.deadline = limiter, deadline
         self.pending = list(files)
@@ -1728,6 +1748,8 @@ class CopyScheduler:
         self.events: list[dict] = []
         self.errors: list[WeightsError] = []
         self.lock = threading.Lock()
+        self.stall_s = stall_s
+        self.hopeless_since: float | None = None
 
     def claim(self):
         """-> (file, url), None (nothing available right now) or "done"."""
@@ -1782,6 +1804,16 @@ class CopyScheduler:
             if job == "done":
                 return
             if job is None:
+                with self.lock:
+                    pending = {f["path"] for f in self.pending}
+                why = self.sources.hopeless(pending) if pending else None
+                if why is None:
+                    self.hopeless_since = None
+                elif self.hopeless_since is None:
+                    self.hopeless_since = time.monotonic()
+                elif time.monotonic() - self.hopeless_since > self.stall_s:
+                    self.errors.append(WeightsError(EXIT_HUB_UNREACHABLE, why))
+                    return
                 if time.monotonic() > self.deadline:
                     with self.lock:
                         waiting = [f["path"] for f in self.pending]
@@ -1823,7 +1855,7 @@ def copy_from_peers(args) -> dict:
     weights_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(weights_dir, "copy"):
         prog = Progress(weights_dir, args.model_id, args.revision, interval=args.progress_interval)
-        prog.write(state="listing", endpoint=", ".join(args.source))
+        prog.write(state="listing", endpoint=", ".join(args.source), role="copy")
         try:
             return _copy_locked(args, weights_dir, prog)
         except WeightsError as exc:
@@ -1840,12 +1872,14 @@ def _copy_locked(args, weights_dir: Path, prog: Progress) -> dict:
     sources = Sources(args.source, poll=args.poll, timeout=args.source_timeout)
     t0 = time.monotonic()
     deadline = t0 + args.timeout
-    listing = None
+    listing, hopeless_since = None, None
     while listing is None:
         listing = sources.listing()
         if listing is None:
-            if time.monotonic() > deadline:
-                raise WeightsError(EXIT_HUB_UNREACHABLE, f"no fan-out source had a listing: {', '.join(sources.urls)}")
+            why = sources.hopeless({"the listing"})
+            hopeless_since = None if why is None else (hopeless_since or time.monotonic())
+            if time.monotonic() > deadline or (why and time.monotonic() - hopeless_since > args.stall_s):
+                raise WeightsError(EXIT_HUB_UNREACHABLE, why or f"no fan-out source had a listing: {', '.join(sources.urls)}")
             time.sleep(args.poll)
     want = {"model_id": args.model_id, "revision": args.revision, "allow_patterns": list(args.allow or []),
             "ignore_patterns": list(args.ignore or [])}
@@ -1863,7 +1897,7 @@ def _copy_locked(args, weights_dir: Path, prog: Progress) -> dict:
     todo = [f for f in listing["files"] if not log.valid(f)]
     prog.start(listing["files"], endpoint=", ".join(sources.urls))
     limiter = RateLimiter(args.max_download_bps) if args.max_download_bps else None
-    sched = CopyScheduler(weights_dir, todo, listing, sources, log, limiter, deadline)
+    sched = CopyScheduler(weights_dir, todo, listing, sources, log, limiter, deadline, args.stall_s)
     sched.run(args.workers)
     events = sched.events
     prog.stop()
@@ -1962,6 +1996,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--poll", type=float, default=0.25, help="seconds between asking a source what it has")
     p.add_argument("--source-timeout", type=float, default=30, help="socket timeout towards a source (s)")
     p.add_argument("--timeout", type=float, default=43200, help="give up after this long (s)")
+    p.add_argument("--stall-s", type=float, default=30,
+                   help="give up once no source has or can still get a missing file for this long (the seed failed)")
     p.add_argument("--progress-interval", type=float, default=2.0, help="seconds between progress samples")
     p.set_defaults(handler=copy_from_peers)
 
