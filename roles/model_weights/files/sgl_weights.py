@@ -1514,16 +1514,17 @@ class FanoutServer(HubServer):
     def send_body(self, handler, f, entry, start, length) -> int:
         if not self.limiter:
             return super().send_body(handler, f, entry, start, length)
-        chunk = max(16 << 10, min(256 << 10, int(self.limiter.bps) // 50))
+        chunk = max(64 << 10, min(1 << 20, int(self.limiter.bps) // 20))
         sent = 0
+        handler.wfile.flush()
         try:
             while sent < length:
-                block = f.read(min(chunk, length - sent))
-                if not block:
+                n = min(chunk, length - sent)
+                self.limiter.consume(n)
+                done = handler.connection.sendfile(f, start + sent, n)  # zero-copy, paced by the bucket
+                if not done:
                     break
-                self.limiter.consume(len(block))
-                handler.wfile.write(block)
-                sent += len(block)
+                sent += done
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             handler.close_connection = True
         return sent
@@ -1703,17 +1704,18 @@ class PartialFile:
         with resp:
             if resp.status != 206 or not (resp.headers.get("Content-Range") or "").startswith(f"bytes {self.offset}-"):
                 raise SourceError(f"answered {resp.status} without the range from {self.offset}")
+            buf = memoryview(bytearray(1 << 20))
             with open(self.tmp, "ab") as out:
                 try:
                     while self.offset < self.f["size"]:
-                        block = resp.read(min(1 << 20, self.f["size"] - self.offset))
-                        if not block:
+                        n = resp.readinto(buf[: min(len(buf), self.f["size"] - self.offset)])
+                        if not n:
                             break
                         if limiter:
-                            limiter.consume(len(block))
-                        out.write(block)
-                        self.hasher.update(block)
-                        self.offset += len(block)
+                            limiter.consume(n)
+                        out.write(buf[:n])
+                        self.hasher.update(buf[:n])
+                        self.offset += n
                 except Exception as exc:  # noqa: BLE001 - cut mid-body: keep what we have
                     out.flush()
                     raise SourceError(f"cut at byte {self.offset}: {type(exc).__name__}: {exc}") from None
