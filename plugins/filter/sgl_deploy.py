@@ -15,6 +15,7 @@ called by their bare names:
 * ``plan | sgl_server_argv(parsers, config_file=...)``   -> SGLang argv list
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
 * ``engines | sgl_scrape_targets(routers, hostvars, role)`` -> Prometheus file_sd entries (engines: rank 0)
+* ``hosts | sgl_fanout_plan(seed, complete, limit)`` -> weights fan-out plan: hub host, sources per host
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -42,6 +43,7 @@ from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
 from sgl_deploy import monitoring as _monitoring
 from sgl_deploy import preflight as _preflight
+from sgl_deploy import weights as _weights
 from sgl_deploy import planner as _planner
 from sgl_deploy.profiles import ProfileError
 
@@ -150,6 +152,14 @@ def sgl_scrape_targets(engines: list[str], routers: list[str], hostvars: Any, ro
     return _monitoring.file_sd(_monitoring.endpoints(engines or [], routers or [], hv), role, labels)
 
 
+def sgl_fanout_plan(hosts: Any, seed: str, complete: Any = None, limit: int = 2) -> dict[str, Any]:
+    """Play hosts -> {hub, roots, parent, sources: {host: [candidate hosts, tree order]}, rounds}."""
+    try:
+        return _weights.fanout_plan([str(h) for h in hosts], str(seed), [str(h) for h in complete or []], int(limit))
+    except ValueError as exc:
+        raise AnsibleFilterError(f"sgl_fanout_plan: {exc}") from None
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -167,4 +177,5 @@ class FilterModule:
             "sgl_server_argv": sgl_server_argv,
             "sgl_systemd_quote": sgl_systemd_quote,
             "sgl_scrape_targets": sgl_scrape_targets,
+            "sgl_fanout_plan": sgl_fanout_plan,
         }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: every benchmark, each printing its table (converge also as JSON under reports/bench/).
-#   weights.py   weights distribution to 4 hosts: naive (each from the hub) vs fan-out (hub once)
+#   weights.py   weights fan-out to N = 1, 4, 8, 16 hosts (pipelined tree, per-host uplinks; hub once)
 #   converge.py  site.yml on 1 and 2 fresh lab hosts: first converge and no-op rerun (changed=0)
 #   validate.py  fleet validation of a generated 200-host inventory (no host contacted; <= 10 s)
 set -euo pipefail

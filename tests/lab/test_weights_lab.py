@@ -100,3 +100,72 @@ def test_fanout_each_file_once_and_rerun_unchanged(site, lab_hub):
         assert len(harness.access(lab_hub.access_log)) == n_requests
     finally:
         ansible("sglang_servers", "-m", "ansible.builtin.file", "-a", f"path={wdir} state=absent", check=False)
+
+
+def test_fanout_source_killed_mid_copy_every_host_completes_hub_once(lab_hub, tmp_path):
+    """Three lab hosts in a chain (fan-out limit 1): lab1 (seed, from the hub) -> lab2 -> labrouter.
+    While labrouter copies a shard from lab2, lab2's mirror is killed (SIGKILL): labrouter resumes
+    the partial file from lab1, every host ends complete, and the hub sent every file once."""
+    from conftest import LAB_INVENTORY, ssh
+
+    addrs = {"lab1": "10.77.0.11", "lab2": "10.77.0.12", "labrouter": "10.77.0.20"}
+    inv_dir = tmp_path / "inventory"
+    import shutil
+
+    shutil.copytree(LAB_INVENTORY.parent, inv_dir)
+    python = os.environ.get("SGL_LAB_WEIGHTS_PYTHON", "/opt/sglang/venvs/sglang-0.5.23/bin/python")
+    hosts = {h: {"ansible_host": a, "lab_gpu_profile": "h100-80gb-x4"} for h, a in addrs.items()}
+    hosts["labrouter"].update(lab_gpu_profile="no-gpu", model_weights_python="/usr/bin/python3")  # copy: stdlib
+    (inv_dir / "hosts.yml").write_text(json.dumps({"all": {"children": {"sglang_servers": {"hosts": hosts}}}}))
+    wdir = f"/srv/models/lab-weights-kill-{uuid.uuid4().hex[:8]}"
+    port = 18191
+    extra = {
+        "model_weights_model_id": MODEL, "model_weights_revision": "master", "model_weights_dir": wdir,
+        "model_weights_python": python, "model_weights_endpoint": lab_hub.url, "model_weights_source": "fanout",
+        "model_weights_poll_interval_s": 2, "model_weights_fanout_port": port, "model_weights_fanout_limit": 1,
+        "model_weights_fanout_max_upload_mb_s": 1,  # 8 MiB shard: ~8 s per copy, time to kill mid-body
+    }
+    lab_hub.access_log.write_text("")
+    lab_hub.faults(throttle_bps=4_000_000)
+    proc = subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inv_dir / "hosts.yml"), "playbooks/weights.yml",
+                             "-e", json.dumps(extra)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    try:
+        import time
+        import urllib.request
+
+        killed, deadline = False, time.monotonic() + 600
+        while not killed and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{addrs['lab2']}:{port}/_sgl/fanout?listing=0", timeout=5) as r:
+                    state = json.loads(r.read())
+            except OSError:
+                state = {}
+            if state.get("uploads", 0) >= 1 and not state.get("complete"):  # labrouter is copying from lab2
+                ssh(addrs["lab2"], "python3 -c \"import json,os,signal; "
+                    f"os.kill(json.load(open('{wdir}/.sgl-weights/mirror.pid'))['pid'], signal.SIGKILL)\"")
+                killed = True
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=1800)
+        assert killed, "labrouter never copied from lab2 mid-way; the fault was not injected\n" + out[-4000:]
+        assert proc.returncode == 0, out[-6000:]
+        for host, addr in addrs.items():  # verified weights everywhere: MANIFEST.json + marker, sizes
+            py = hosts[host].get("model_weights_python", python)
+            st = json.loads(ssh(addr, f"{py} /opt/sglang/libexec/sgl_weights.py status --dir {wdir} "
+                                      f"--model-id {MODEL} --revision master", check=False).strip().splitlines()[-1])
+            assert st["complete"] and st["manifest"] and st["marker"], (host, st)
+        expected = {p.relative_to(lab_hub.root / MODEL).as_posix()
+                    for p in (lab_hub.root / MODEL).rglob("*") if p.is_file()}
+        gets = harness.file_gets(lab_hub.access_log)
+        assert Counter(r["file"] for r in gets) == Counter(expected)  # the hub sent the model once
+        assert {r["client"] for r in gets} == {addrs["lab1"]}
+        seed_log = [json.loads(line) for line in ssh(addrs["lab1"], f"cat {wdir}/.sgl-weights/mirror-access.log")
+                    .splitlines() if line.strip()]
+        resumed = [r for r in seed_log if r.get("file") and r["client"] == addrs["labrouter"] and (r["start"] or 0) > 0]
+        assert resumed, "labrouter did not resume a partial file from lab1 after lab2's mirror died"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        lab_hub.faults(throttle_bps=None)
+        for addr in addrs.values():
+            ssh(addr, f"rm -rf {wdir}", check=False)

@@ -40,7 +40,7 @@ def topo(profile: str) -> str:
 def test_filter_names():
     assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_nvidia_smi_problems", "sgl_needs_fabric_manager",
                       "sgl_plan", "sgl_plan_attempt", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
-                      "sgl_systemd_quote", "sgl_scrape_targets"}
+                      "sgl_systemd_quote", "sgl_scrape_targets", "sgl_fanout_plan"}
 
 
 def test_scrape_targets_rank0_engines_and_gateways():
@@ -58,6 +58,13 @@ def test_scrape_targets_rank0_engines_and_gateways():
     ]
     assert F["sgl_scrape_targets"](["a0"], ["r"], hostvars, "gateway") == [
         {"targets": ["10.0.0.9:29100"], "labels": {"instance_name": "r", "role": "gateway"}}]
+
+
+def test_fanout_plan_filter():
+    plan = F["sgl_fanout_plan"](["a", "b", "c"], "a", [], 2)
+    assert plan["hub"] == "a" and plan["sources"] == {"b": ["a", "c"], "c": ["a", "b"]}
+    with pytest.raises(AnsibleFilterError, match="sgl_fanout_plan: .*limit"):
+        F["sgl_fanout_plan"](["a", "b"], "a", [], 0)
 
 
 def test_gpu_facts_and_preflight():

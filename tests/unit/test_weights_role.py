@@ -37,7 +37,8 @@ def hub(tmp_path_factory):
 
 
 def inventory(tmp_path: Path, hub, **overrides) -> Path:
-    hosts = {h: {"model_weights_dir": str(tmp_path / h / "weights")} for h in ("gpu01", "gpu02")}
+    hosts = {h: {"model_weights_dir": str(tmp_path / h / "weights"), "model_weights_fanout_port": harness.free_port()}
+             for h in ("gpu01", "gpu02")}  # one address (127.0.0.1): a mirror port per host
     group_vars = {
         "ansible_connection": "local",
         "ansible_host": "127.0.0.1",
@@ -49,7 +50,6 @@ def inventory(tmp_path: Path, hub, **overrides) -> Path:
         "model_weights_tool_path": str(tmp_path / "{{ inventory_hostname }}" / "libexec" / "sgl_weights.py"),
         "model_weights_endpoint": hub.url,
         "model_weights_source": "fanout",
-        "model_weights_fanout_port": harness.free_port(),
         "model_weights_poll_interval_s": 1,
         "model_weights_disk_margin_gb": 0,
     }

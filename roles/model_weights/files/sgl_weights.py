@@ -11,7 +11,9 @@ Subcommands:
   fetch         download with the real client into --dir, then MANIFEST.json, then the marker
   verify        rehash every file against MANIFEST.json; --delete-bad / --repair
   progress      one progress report of a running fetch (JSON with done/failed/line/msg)
-  serve-mirror  serve a complete weights dir over HTTP with the ModelScope protocol (LAN fan-out)
+  serve-mirror  serve a weights dir over HTTP with the ModelScope protocol (LAN fan-out); --live
+                serves each verified file of a dir still being filled, with a fan-out limit
+  copy          fan-out peer: copy shard by shard from peers' mirrors (switch + resume, sha256)
   stop-mirror   stop a mirror started with serve-mirror
 
 Layout of a weights dir::
@@ -826,9 +828,14 @@ def _fetch_locked(args, weights_dir: Path, prog: Progress, status: dict) -> dict
         raise WeightsError(EXIT_DISK, space["space_msg"], **space)
     only = trusted_subset(weights_dir, listing)
     remove_marker(weights_dir)  # from here on files change: never leave a marker behind
-    prog.start(listing["files"], endpoint=listing["endpoint"])
-    if only != []:
-        run_client(args, weights_dir, listing, only)
+    publisher = Publisher(weights_dir, listing) if getattr(args, "publish", False) else None
+    try:
+        prog.start(listing["files"], endpoint=listing["endpoint"])
+        if only != []:
+            run_client(args, weights_dir, listing, only)
+    finally:
+        if publisher:
+            publisher.stop()
     prog.stop()
     prog.write(state="finalizing")
     bad = [f["path"] for f in listing["files"] if not (weights_dir / f["path"]).is_file()
@@ -1077,6 +1084,17 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         start, end = rng if rng else (0, size - 1)
         length = max(0, end - start + 1)
         status = 206 if rng else 200
+        admitted = self.command == "HEAD" or not length or self.server.admit(self)
+        if not admitted:  # the fan-out limit: the peer picks another source or retries
+            return self.send_json(503, {"Code": 503, "Message": "busy: fan-out limit reached", "Busy": True,
+                                        "Success": False}, headers={"Retry-After": "1"})
+        try:
+            self._send_file(entry, file_path, size, rng, start, end, length, status)
+        finally:
+            if self.command != "HEAD" and length:
+                self.server.release(self)
+
+    def _send_file(self, entry, file_path, size, rng, start, end, length, status) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(length))
@@ -1113,6 +1131,13 @@ class HubServer(http.server.ThreadingHTTPServer):
         """Return True after answering/closing the request yourself (fault injection)."""
         return False
 
+    def admit(self, handler: HubHandler) -> bool:
+        """May this file body go out now? (False: 503 busy; the fan-out mirror's upload limit)."""
+        return True
+
+    def release(self, handler: HubHandler) -> None:
+        """A body admitted by ``admit`` is finished (sent, cut, or failed)."""
+
     def listing_sha256(self, model_id: str, entry: RepoEntry) -> str | None:
         return entry.sha256
 
@@ -1139,11 +1164,15 @@ class HubServer(http.server.ThreadingHTTPServer):
 def serve_mirror(args) -> dict:
     weights_dir = Path(args.dir)
     status = evaluate(weights_dir)
-    if not status["complete"]:
+    if args.live:  # fan-out: serve each verified file as soon as it is there
+        catalog = LiveCatalog(weights_dir)
+    elif not status["complete"]:
         raise WeightsError(EXIT_INCOMPLETE, f"refusing to serve incomplete weights from {weights_dir}: {status['reason']}")
-    catalog = ManifestCatalog(weights_dir)
+    else:
+        catalog = ManifestCatalog(weights_dir)
     try:
-        server = HubServer((args.host, args.port), catalog, access_log=args.access_log)
+        server = FanoutServer((args.host, args.port), catalog, access_log=args.access_log, limit=args.fanout_limit,
+                              upload_bps=args.max_upload_bps)
     except OSError as exc:
         raise WeightsError(EXIT_ERROR, f"cannot listen on {args.host}:{args.port} ({exc}); change model_weights_fanout_port") from None
     pidfile = Path(args.pidfile or state_dir(weights_dir) / "mirror.pid")
@@ -1164,6 +1193,7 @@ def serve_mirror(args) -> dict:
         "changed": False,
         "msg": f"served {catalog.model_id}@{catalog.revision} on {args.host}:{args.port} for {fmt_duration(time.monotonic() - t0)}",
         "bytes_sent": server.bytes_sent,
+        "peak_uploads": server.peak_uploads,
         "timed_out": not stop.is_set(),
     }
 
@@ -1185,6 +1215,714 @@ def stop_mirror(args) -> dict:
         return {"changed": True, "msg": f"stopped the mirror (pid {pid})"}
     pidfile.unlink(missing_ok=True)
     return {"changed": False, "msg": f"the mirror (pid {pid}) was not running"}
+
+
+# ---------------------------------------------------------------------------
+# pipelined tree fan-out: every host serves the shards it has verified, peers copy shard by
+# shard from whichever candidate source has it and a free upload slot (fan-out limit).
+#
+# State files (in <dir>/.sgl-weights/):
+#   fanout-listing.json  the listing being fetched (paths, sizes, sha256; from the hub or a peer)
+#   verified.json        {path: {size, sha256, mtime_ns}}: files hashed against that listing
+# The mirror (serve-mirror --live) serves exactly the verified files whose size and mtime still
+# match, never an .incomplete file; a complete dir (marker + manifest) is served whole.
+# ---------------------------------------------------------------------------
+FANOUT_LISTING = "fanout-listing.json"
+VERIFIED = "verified.json"
+FANOUT_STATE_PATH = "/_sgl/fanout"
+LISTING_KEYS = ("model_id", "revision", "hub", "endpoint", "allow_patterns", "ignore_patterns", "files",
+                "file_count", "total_bytes")
+
+
+def fanout_plan(hosts: list[str], seed: str, complete: list[str], limit: int = 2) -> dict:
+    """Who downloads from the hub, and each waiting host's candidate sources in tree order.
+
+    Roots are the hosts that already have complete weights; with none, the seed (it downloads
+    from the hub, so the hub sends the model once). The waiting hosts hang below the roots in a
+    ``limit``-ary tree in play order. Each waiting host's candidates: its parent, the parent's
+    ancestors up to a root, then every other host (roots first, tree order). The copier takes
+    the first candidate that has a verified shard and a free upload slot, so shards spread
+    down the tree as soon as they are verified, and a dead or busy parent costs nothing."""
+    if limit < 1:
+        raise ValueError(f"fan-out limit must be >= 1, got {limit}")
+    hosts = list(dict.fromkeys(hosts))
+    done = [h for h in hosts if h in set(complete)]
+    if not done and seed not in hosts:
+        raise ValueError(f"no host has complete weights and the fan-out seed {seed!r} is not one of the hosts "
+                         f"{hosts}: nobody can download from the hub")
+    roots = done or [seed]
+    waiting = [h for h in hosts if h not in roots]
+    order = roots + waiting
+    parent = {h: order[j // limit] for j, h in enumerate(waiting)}
+    sources = {}
+    for h in waiting:
+        chain, p = [], parent[h]
+        while True:
+            chain.append(p)
+            if p not in parent:
+                break
+            p = parent[p]
+        sources[h] = chain + [o for o in order if o != h and o not in chain]
+    levels = {}
+    for h in order:
+        levels[h] = 0 if h in roots else levels[parent[h]] + 1
+    return {
+        "hub": None if done else seed,
+        "roots": roots,
+        "parent": parent,
+        "sources": sources,
+        "rounds": max(levels.values(), default=0),
+    }
+
+
+class VerifiedLog:
+    """The verified.json of one weights dir (one writer: the fetch/copy process holding the lock)."""
+
+    def __init__(self, weights_dir: Path):
+        self.path = state_dir(weights_dir) / VERIFIED
+        self.dir = weights_dir
+        self.lock = threading.Lock()
+        self.data = read_json(self.path) or {}
+
+    def valid(self, f: dict) -> bool:
+        """Is ``f`` (path, size, sha256) recorded and unchanged on disk since it was hashed?"""
+        rec = self.data.get(f["path"])
+        if not rec or rec.get("size") != f["size"] or rec.get("sha256") != f["sha256"]:
+            return False
+        try:
+            st = os.stat(self.dir / f["path"])
+        except OSError:
+            return False
+        return st.st_size == rec["size"] and st.st_mtime_ns == rec.get("mtime_ns")
+
+    def record(self, f: dict) -> None:
+        st = os.stat(self.dir / f["path"])
+        with self.lock:
+            self.data[f["path"]] = {"size": f["size"], "sha256": f["sha256"], "mtime_ns": st.st_mtime_ns}
+            write_json_atomic(self.path, self.data)
+
+
+def publish_listing(weights_dir: Path, listing: dict, origin: str = "peer") -> None:
+    """``origin``: "hub" on the seed (it downloads from the hub), "peer" on a host that copies."""
+    write_json_atomic(state_dir(weights_dir) / FANOUT_LISTING,
+                      dict({k: listing.get(k) for k in LISTING_KEYS}, origin=origin))
+
+
+class Publisher:
+    """On the seed: while the real client downloads, hash every file that reached its final name
+    with its full size against the listing and record it in verified.json, so the mirror can
+    serve it before the whole model is there (pipelining)."""
+
+    def __init__(self, weights_dir: Path, listing: dict, log: VerifiedLog | None = None, interval: float = 0.2,
+                 background: bool = True, origin: str = "hub"):
+        self.dir = weights_dir
+        self.files = [f for f in listing["files"] if f.get("sha256")]
+        self.log = log or VerifiedLog(weights_dir)
+        self.interval = interval
+        self.tried: dict[str, int] = {}  # path -> mtime_ns of a copy that did not match
+        self._stop = threading.Event()
+        self._thread = None
+        publish_listing(weights_dir, listing, origin)
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="sgl-weights-publish", daemon=True)
+            self._thread.start()
+
+    def scan(self) -> int:
+        n = 0
+        for f in self.files:
+            if self.log.valid(f):
+                continue
+            path = self.dir / f["path"]
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if st.st_size != f["size"] or self.tried.get(f["path"]) == st.st_mtime_ns:
+                continue
+            if sha256_file(path) == f["sha256"] and path.stat().st_mtime_ns == st.st_mtime_ns:
+                self.log.record(f)
+                n += 1
+            else:
+                self.tried[f["path"]] = st.st_mtime_ns
+        return n
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.scan()
+            except Exception:  # never kill the download because of publishing
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+
+class _CheckedEntries(dict):
+    """Verified entries; ``get`` (the file route) checks again that the file is unchanged on disk."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def get(self, path, default=None):
+        entry = super().get(path)
+        if entry is None or not self.log.valid({"path": path, "size": entry.size, "sha256": entry.sha256}):
+            return default
+        return entry
+
+
+class LiveCatalog:
+    """What a fan-out mirror may serve: the whole dir once complete, else the verified files."""
+
+    def __init__(self, weights_dir: Path):
+        self.dir = Path(weights_dir)
+        self._key = None
+        self._lock = threading.Lock()
+        self.listing = None
+        self.entries: dict[str, RepoEntry] = {}
+        self.complete = False
+
+    def _stamp(self):
+        out = []
+        for p in (self.dir / MARKER, self.dir / MANIFEST, state_dir(self.dir) / FANOUT_LISTING,
+                  state_dir(self.dir) / VERIFIED):
+            try:
+                st = p.stat()
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def refresh(self) -> None:
+        with self._lock:
+            key = self._stamp()
+            if key == self._key:
+                return
+            self._key = key
+            if evaluate(self.dir)["complete"]:
+                manifest = read_json(self.dir / MANIFEST)
+                self.listing = {k: manifest.get(k) for k in LISTING_KEYS}
+                self.entries = {f["path"]: RepoEntry(f["path"], f["size"], f["sha256"], self.dir / f["path"])
+                                for f in manifest["files"]}
+                self.complete = True
+                return
+            self.complete = False
+            self.listing = read_json(state_dir(self.dir) / FANOUT_LISTING)
+            self.entries = {}
+            if not self.listing:
+                return
+            log = VerifiedLog(self.dir)
+            self.entries = _CheckedEntries(log)
+            for f in self.listing.get("files", []):
+                if log.valid(f):
+                    self.entries[f["path"]] = RepoEntry(f["path"], f["size"], f["sha256"], self.dir / f["path"])
+
+    @property
+    def model_id(self):
+        self.refresh()
+        return (self.listing or {}).get("model_id")
+
+    @property
+    def revision(self):
+        self.refresh()
+        return (self.listing or {}).get("revision")
+
+    def has_model(self, model_id: str) -> bool:
+        return model_id == self.model_id
+
+    def entries_for(self, model_id: str, revision: str):
+        self.refresh()
+        if not self.listing or model_id != self.listing.get("model_id") or revision != self.listing.get("revision"):
+            return None
+        return self.entries
+
+    def state(self, with_listing: bool) -> dict:
+        self.refresh()
+        out = {"ready": bool(self.listing), "complete": self.complete, "verified": sorted(self.entries),
+               "origin": "complete" if self.complete else (self.listing or {}).get("origin", "peer")}
+        prog = progress_report(self.dir)  # the fetch/copy filling this dir: failed (also: its pid is gone)?
+        out.update(fetch_state=prog.get("state"), fetch_role=prog.get("role", "fetch"),
+                   fetch_msg=prog.get("msg", "") if prog.get("failed") else "")
+        if with_listing:
+            out["listing"] = self.listing
+        return out
+
+
+class RateLimiter:
+    """Token bucket without burst: callers sleep so the long-run rate stays <= bps (0: no limit)."""
+
+    def __init__(self, bps: float):
+        self.bps = float(bps)
+        self.next_t = time.monotonic()
+        self.lock = threading.Lock()
+
+    def consume(self, n: int) -> None:
+        if self.bps <= 0:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_t)
+            self.next_t = start + n / self.bps
+            wait = self.next_t - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class FanoutHandler(HubHandler):
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path.rstrip("/") == FANOUT_STATE_PATH:  # polled often: answered without an access-log line
+            query = urllib.parse.parse_qs(url.query)
+            raw = json.dumps(self.server.fanout_state(query.get("listing", ["1"])[-1] != "0")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return None
+        return super().do_GET()
+
+
+class FanoutServer(HubServer):
+    """The LAN mirror: at most ``limit`` file bodies at once (0: no limit), all bodies together
+    at most ``upload_bps`` (the per-host cap; 0: no cap)."""
+
+    handler_class = FanoutHandler
+
+    def __init__(self, address, catalog, access_log=None, limit: int = 0, upload_bps: float = 0):
+        self.limit = limit
+        self.limiter = RateLimiter(upload_bps) if upload_bps else None
+        self.uploads = self.peak_uploads = 0
+        self._slots = threading.Lock()
+        super().__init__(address, catalog, access_log=access_log)
+
+    def admit(self, handler) -> bool:
+        with self._slots:
+            if self.limit and self.uploads >= self.limit:
+                return False
+            self.uploads += 1
+            self.peak_uploads = max(self.peak_uploads, self.uploads)
+            return True
+
+    def release(self, handler) -> None:
+        with self._slots:
+            self.uploads -= 1
+
+    def fanout_state(self, with_listing: bool) -> dict:
+        state = self.catalog.state(with_listing) if hasattr(self.catalog, "state") else {
+            "ready": True, "complete": True, "verified": sorted(self.catalog.entries)}
+        with self._slots:
+            state.update(uploads=self.uploads, limit=self.limit, peak_uploads=self.peak_uploads,
+                         bytes_sent=self.bytes_sent)
+        return state
+
+    def send_body(self, handler, f, entry, start, length) -> int:
+        if not self.limiter:
+            return super().send_body(handler, f, entry, start, length)
+        chunk = max(64 << 10, min(1 << 20, int(self.limiter.bps) // 20))
+        sent = 0
+        handler.wfile.flush()
+        try:
+            while sent < length:
+                n = min(chunk, length - sent)
+                self.limiter.consume(n)
+                done = handler.connection.sendfile(f, start + sent, n)  # zero-copy, paced by the bucket
+                if not done:
+                    break
+                sent += done
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            handler.close_connection = True
+        return sent
+
+
+# -- the peer side: copy shard by shard from the candidate sources -----------------------------
+class SourceError(Exception):
+    """A source failed (unreachable, cut mid-body, busy, bad answer)."""
+
+    def __init__(self, msg: str, busy: bool = False):
+        super().__init__(msg)
+        self.busy = busy
+
+
+class Sources:
+    """Candidate sources (URLs in preference order) and what each one last said it has."""
+
+    def __init__(self, urls: list[str], poll: float = 0.25, timeout: float = 10.0, dead_for: float = 2.0):
+        self.urls = list(dict.fromkeys(u.rstrip("/") for u in urls))
+        self.poll, self.timeout, self.dead_for = poll, timeout, dead_for
+        self.state: dict[str, tuple[float, dict | None]] = {}
+        self.dead_until: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._conns = threading.local()  # keep-alive connection per (thread, source) for the state polls
+
+    def get_json(self, url: str, path: str) -> dict:
+        import http.client
+
+        conns = self._conns.__dict__.setdefault("by_url", {})
+        for attempt in (1, 2):  # a kept-alive connection the source closed: reconnect once
+            conn = conns.get(url)
+            if conn is None:
+                parts = urllib.parse.urlsplit(url)
+                conn = conns[url] = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise SourceError(f"{url}: HTTP {resp.status}")
+                return json.loads(body)
+            except SourceError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure makes the source unusable for a while
+                conn.close()
+                conns.pop(url, None)
+                if attempt == 2 or not isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
+                                                        ConnectionResetError)):
+                    raise SourceError(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def mark_dead(self, url: str) -> None:
+        with self.lock:
+            self.dead_until[url] = time.monotonic() + self.dead_for
+            self.state.pop(url, None)
+
+    def mark_busy(self, url: str) -> None:
+        with self.lock:
+            self.state.pop(url, None)  # ask again next time
+
+    def view(self, url: str) -> dict | None:
+        """The source's state (cached for ``poll`` seconds), None while it is dead/unreachable."""
+        now = time.monotonic()
+        with self.lock:
+            if self.dead_until.get(url, 0) > now:
+                return None
+            cached = self.state.get(url)
+            if cached and now - cached[0] < self.poll:
+                return cached[1]
+        try:
+            st = self.get_json(url, FANOUT_STATE_PATH + "?listing=0")
+        except SourceError:
+            self.mark_dead(url)
+            return None
+        with self.lock:
+            self.state[url] = (time.monotonic(), st)
+        return st
+
+    def hopeless(self, pending: set[str]) -> str | None:
+        """Why no file of ``pending`` can come any more, or None: no live source holds one, and
+        no live source is still downloading from the hub (the seed failed, or every source died)."""
+        views = {url: self.view(url) for url in self.urls}
+        alive = {u: v for u, v in views.items() if v}
+        if any(pending & set(v.get("verified", ())) for v in alive.values()):
+            return None
+        if any(v.get("fetch_state") != "failed" and v.get("fetch_role") != "copy" and not v.get("complete")
+               for v in alive.values()):
+            return None  # a seed is still downloading
+        failed = [f"{u}: {v['fetch_msg']}" for u, v in alive.items() if v.get("fetch_state") == "failed"]
+        dead = [u for u, v in views.items() if not v]
+        return ("no source has or can still get " + ", ".join(sorted(pending)[:3])
+                + (f"; failed: {'; '.join(failed)}" if failed else "")
+                + (f"; unreachable: {', '.join(dead)}" if dead else "")
+                + "; partial files are kept, rerun to resume")
+
+    def listing(self) -> dict | None:
+        for url in self.urls:
+            try:
+                st = self.get_json(url, FANOUT_STATE_PATH)
+            except SourceError:
+                continue
+            if st.get("listing"):
+                return st["listing"]
+        return None
+
+    def choose(self, path: str, avoid=()) -> str | None:
+        """A source that has ``path`` verified and a free upload slot. Best: a peer that is still
+        copying itself, then a complete host, then the seed while it still downloads; among
+        equals the least busy, then preference (tree) order; an idle peer ends the search. The
+        downloading seed only serves files no live peer has (its uplink is the only way out for
+        the newest shard)."""
+        best, best_key, peer_holds = None, None, False
+        for i, url in enumerate(self.urls):
+            if url in avoid:
+                continue
+            st = self.view(url)
+            if not st or path not in st.get("verified", ()):
+                continue
+            origin = st.get("origin")
+            peer_holds = peer_holds or origin not in ("hub", "complete")
+            load = st.get("uploads", 0)
+            if st.get("limit") and load >= st["limit"]:
+                continue
+            key = (origin == "hub", origin == "complete", load, i)
+            if key[:3] == (False, False, 0):
+                return url
+            if best_key is None or key < best_key:
+                best, best_key = url, key
+        if best_key and best_key[0] and peer_holds:
+            return None  # a peer has it too (busy now): wait for it, keep the seed's uplink for newer files
+        return best
+
+
+def file_url(source: str, model_id: str, revision: str, path: str) -> str:
+    owner, name = model_id.split("/", 1)
+    q = urllib.parse.urlencode({"Revision": revision, "FilePath": path})
+    return f"{source}/api/v1/models/{urllib.parse.quote(owner)}/{urllib.parse.quote(name)}/repo?{q}"
+
+
+class PartialFile:
+    """``<f>.incomplete`` with the sha256 of what it holds; resumes from any source."""
+
+    def __init__(self, weights_dir: Path, f: dict):
+        self.f = f
+        self.final = weights_dir / f["path"]
+        self.tmp = self.final.with_name(self.final.name + ".incomplete")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+        if self.tmp.exists():
+            if self.tmp.stat().st_size > f["size"]:
+                self.tmp.unlink()
+            else:
+                with open(self.tmp, "rb") as fh:
+                    while block := fh.read(HASH_CHUNK):
+                        self.hasher.update(block)
+                        self.offset += len(block)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+        self.hasher, self.offset = hashlib.sha256(), 0
+
+    def pull(self, url: str, timeout: float, limiter: RateLimiter | None) -> None:
+        """Append the bytes from ``offset`` on; SourceError when the source fails mid-way."""
+        import urllib.error
+        import urllib.request
+
+        if self.offset >= self.f["size"]:
+            return
+        req = urllib.request.Request(url, headers={"Range": f"bytes={self.offset}-"})
+        try:
+            resp = urllib.request.urlopen(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            raise SourceError(f"HTTP {exc.code}", busy=exc.code in (429, 503)) from None
+        except Exception as exc:  # noqa: BLE001
+            raise SourceError(f"{type(exc).__name__}: {exc}") from None
+        with resp:
+            if resp.status != 206 or not (resp.headers.get("Content-Range") or "").startswith(f"bytes {self.offset}-"):
+                raise SourceError(f"answered {resp.status} without the range from {self.offset}")
+            buf = memoryview(bytearray(1 << 20))
+            with open(self.tmp, "ab") as out:
+                try:
+                    while self.offset < self.f["size"]:
+                        n = resp.readinto(buf[: min(len(buf), self.f["size"] - self.offset)])
+                        if not n:
+                            break
+                        if limiter:
+                            limiter.consume(n)
+                        out.write(buf[:n])
+                        self.hasher.update(buf[:n])
+                        self.offset += n
+                except Exception as exc:  # noqa: BLE001 - cut mid-body: keep what we have
+                    out.flush()
+                    raise SourceError(f"cut at byte {self.offset}: {type(exc).__name__}: {exc}") from None
+        if self.offset < self.f["size"]:
+            raise SourceError(f"cut at byte {self.offset} of {self.f['size']}")
+
+    def finish(self) -> bool:
+        """True: the sha256 matches, the file has its final name. False: discarded (corrupt)."""
+        if self.offset == self.f["size"] and self.hasher.hexdigest() == self.f["sha256"]:
+            os.replace(self.tmp, self.final)
+            return True
+        self.discard()
+        return False
+
+
+class CopyScheduler:
+    """The peer's copy loop. Each worker takes the first missing file (listing order) that some
+    source has verified with a free slot (never a second slot of a source it already uses), so
+    a file the sources do not have yet blocks nothing. A file cut mid-way keeps its partial
+    bytes and hash state and resumes from the next source; a copy whose sha256 does not match
+    is deleted and that source is not asked for that file again (unless nobody else has it)."""
+
+    def __init__(self, weights_dir: Path, files: list[dict], listing: dict, sources: Sources, log: VerifiedLog,
+                 limiter: RateLimiter | None, deadline: float, stall_s: float = 30.0):
+        self.dir, self.listing, self.sources, self.log = weights_dir, listing, sources, log
+        self.limiter, self.deadline = limiter, deadline
+        self.pending = list(files)
+        self.parts: dict[str, PartialFile] = {}
+        self.corrupt_from: dict[str, set] = collections.defaultdict(set)
+        self.busy_paths: set[str] = set()
+        self.busy_urls: set[str] = set()
+        self.events: list[dict] = []
+        self.errors: list[WeightsError] = []
+        self.lock = threading.Lock()
+        self.stall_s = stall_s
+        self.hopeless_since: float | None = None
+
+    def claim(self):
+        """-> (file, url), None (nothing available right now) or "done"."""
+        with self.lock:
+            if not self.pending:
+                return "done"
+            files = [f for f in self.pending if f["path"] not in self.busy_paths]
+            mine = set(self.busy_urls)
+        for f in files:
+            bad = self.corrupt_from[f["path"]]
+            url = self.sources.choose(f["path"], avoid=mine | bad)
+            if url is None and bad and self.sources.choose(f["path"], avoid=mine) is None:
+                bad.clear()  # nobody else has it: let the sources that failed the hash try again
+            if url is not None:
+                with self.lock:
+                    if f["path"] in self.busy_paths or url in self.busy_urls:
+                        continue
+                    self.busy_paths.add(f["path"])
+                    self.busy_urls.add(url)
+                return f, url
+        return None
+
+    def attempt(self, f: dict, url: str) -> None:
+        part = self.parts.get(f["path"]) or self.parts.setdefault(f["path"], PartialFile(self.dir, f))
+        started = time.time()
+        try:
+            part.pull(file_url(url, self.listing["model_id"], self.listing["revision"], f["path"]),
+                      self.sources.timeout, self.limiter)
+        except SourceError as exc:
+            if exc.busy:
+                self.sources.mark_busy(url)
+            else:
+                self.sources.mark_dead(url)
+                self.events.append({"event": "switch", "path": f["path"], "source": url, "offset": part.offset,
+                                    "msg": str(exc)})
+            return
+        if part.finish():
+            self.log.record(f)
+            with self.lock:
+                self.pending.remove(f)
+                self.parts.pop(f["path"], None)
+            self.events.append({"event": "copied", "path": f["path"], "source": url, "t0": round(started, 3),
+                                "t1": round(time.time(), 3)})
+            return
+        self.corrupt_from[f["path"]].add(url)
+        self.events.append({"event": "corrupt", "path": f["path"], "source": url})
+
+    def worker(self) -> None:
+        idle = 0  # polls in a row that found nothing to do: wait up to 2 x poll between them
+        while not self.errors:
+            job = self.claim()
+            if job == "done":
+                return
+            if job is None:
+                with self.lock:
+                    pending = {f["path"] for f in self.pending}
+                why = self.sources.hopeless(pending) if pending else None
+                if why is None:
+                    self.hopeless_since = None
+                elif self.hopeless_since is None:
+                    self.hopeless_since = time.monotonic()
+                elif time.monotonic() - self.hopeless_since > self.stall_s:
+                    self.errors.append(WeightsError(EXIT_HUB_UNREACHABLE, why))
+                    return
+                if time.monotonic() > self.deadline:
+                    with self.lock:
+                        waiting = [f["path"] for f in self.pending]
+                    self.errors.append(WeightsError(
+                        EXIT_HUB_UNREACHABLE, f"no source served {', '.join(waiting[:3])} in time (sources: "
+                        f"{', '.join(self.sources.urls)}); partial files are kept, rerun to resume"))
+                    return
+                idle += 1
+                time.sleep(self.sources.poll * min(2.0, 0.5 + idle / 4))
+                continue
+            idle = 0
+            f, url = job
+            try:
+                self.attempt(f, url)
+            except OSError as exc:
+                self.errors.append(classify_client_error(exc, "the fan-out sources", f"copying {f['path']}"))
+            finally:
+                with self.lock:
+                    self.busy_paths.discard(f["path"])
+                    self.busy_urls.discard(url)
+
+    def run(self, workers: int) -> None:
+        threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(max(1, workers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+
+
+def copy_from_peers(args) -> dict:
+    """The ``copy`` subcommand: a fan-out peer fills --dir from the --source mirrors."""
+    weights_dir = Path(args.dir)
+    status = evaluate(weights_dir, args.model_id, args.revision, args.allow, args.ignore)
+    if status["complete"]:
+        return {"changed": False, "complete": True, "total_bytes": status["total_bytes"],
+                "msg": f"weights already complete in {weights_dir}; no source contacted"}
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(weights_dir, "copy"):
+        prog = Progress(weights_dir, args.model_id, args.revision, interval=args.progress_interval)
+        prog.write(state="listing", endpoint=", ".join(args.source), role="copy")
+        try:
+            return _copy_locked(args, weights_dir, prog)
+        except WeightsError as exc:
+            prog.write(state="failed", msg=exc.msg, rc=exc.rc)
+            raise
+        except BaseException as exc:
+            prog.write(state="failed", msg=f"interrupted: {type(exc).__name__}: {exc}", rc=EXIT_ERROR)
+            raise
+        finally:
+            prog.stop()
+
+
+def _copy_locked(args, weights_dir: Path, prog: Progress) -> dict:
+    sources = Sources(args.source, poll=args.poll, timeout=args.source_timeout)
+    t0 = time.monotonic()
+    deadline = t0 + args.timeout
+    listing, hopeless_since = None, None
+    while listing is None:
+        listing = sources.listing()
+        if listing is None:
+            why = sources.hopeless({"the listing"})
+            hopeless_since = None if why is None else (hopeless_since or time.monotonic())
+            if time.monotonic() > deadline or (why and time.monotonic() - hopeless_since > args.stall_s):
+                raise WeightsError(EXIT_HUB_UNREACHABLE, why or f"no fan-out source had a listing: {', '.join(sources.urls)}")
+            time.sleep(args.poll)
+    want = {"model_id": args.model_id, "revision": args.revision, "allow_patterns": list(args.allow or []),
+            "ignore_patterns": list(args.ignore or [])}
+    for key, value in want.items():
+        if (listing.get(key) or ([] if key.endswith("patterns") else None)) != value:
+            raise WeightsError(EXIT_USAGE, f"the fan-out sources serve {key}={listing.get(key)!r}, this host wants {value!r}")
+    if any(not f.get("sha256") for f in listing["files"]):
+        raise WeightsError(EXIT_INTEGRITY, "the fan-out listing lacks sha256 for some files; cannot verify copies")
+    space = space_check(weights_dir, listing, args.margin_gb)
+    if not space["space_ok"]:
+        raise WeightsError(EXIT_DISK, space["space_msg"], **space)
+    remove_marker(weights_dir)
+    log = VerifiedLog(weights_dir)
+    Publisher(weights_dir, listing, log=log, background=False, origin="peer").scan()  # leftovers: hashed once
+    todo = [f for f in listing["files"] if not log.valid(f)]
+    prog.start(listing["files"], endpoint=", ".join(sources.urls))
+    limiter = RateLimiter(args.max_download_bps) if args.max_download_bps else None
+    sched = CopyScheduler(weights_dir, todo, listing, sources, log, limiter, deadline, args.stall_s)
+    sched.run(args.workers)
+    events = sched.events
+    prog.stop()
+    prog.write(state="finalizing")
+    manifest = build_manifest(listing, weights_dir)
+    write_complete(weights_dir, manifest)
+    by_source = collections.Counter(e["source"] for e in events if e["event"] == "copied")
+    msg = (f"{fmt_bytes(manifest['total_bytes'])} in {manifest['file_count']} files from {len(by_source)} peer(s) "
+           f"({fmt_duration(time.monotonic() - t0)}; {len(todo)} copied, "
+           f"{sum(e['event'] == 'switch' for e in events)} source switch(es), "
+           f"{sum(e['event'] == 'corrupt' for e in events)} corrupt copy(ies) refetched)")
+    prog.write(state="done", msg=msg, bytes_done=manifest["total_bytes"], bytes_total=manifest["total_bytes"],
+               files_done=manifest["file_count"], files_total=manifest["file_count"], eta_s=0)
+    return {"changed": True, "complete": True, "msg": "copied " + msg, "total_bytes": manifest["total_bytes"],
+            "file_count": manifest["file_count"], "copied": [f["path"] for f in todo], "by_source": dict(by_source),
+            "events": events}
 
 
 # ---------------------------------------------------------------------------
@@ -1226,6 +1964,8 @@ def add_subcommands(sub) -> None:
     _add_repo_args(p)
     _add_hub_args(p)
     p.add_argument("--force", action="store_true", help="contact the hub even if the marker says complete")
+    p.add_argument("--publish", action="store_true",
+                   help="fan-out seed: record each file hashed against the listing, for serve-mirror --live")
     p.set_defaults(handler=cmd_fetch)
 
     p = sub.add_parser("verify", help="rehash every file against MANIFEST.json")
@@ -1248,7 +1988,27 @@ def add_subcommands(sub) -> None:
     p.add_argument("--pidfile")
     p.add_argument("--access-log")
     p.add_argument("--max-seconds", type=float, default=0, help="exit after this long (0: until SIGTERM)")
+    p.add_argument("--live", action="store_true",
+                   help="fan-out: serve the verified files of a dir still being filled (never a partial file)")
+    p.add_argument("--fanout-limit", type=int, default=0, help="file bodies served at once (0: no limit; 503 beyond)")
+    p.add_argument("--max-upload-bps", type=float, default=0, help="cap on all uploads together, bytes/s (0: none)")
     p.set_defaults(handler=serve_mirror)
+
+    p = sub.add_parser("copy", help="fan-out peer: copy --dir shard by shard from the --source mirrors")
+    p.add_argument("--dir", required=True)
+    _add_repo_args(p)
+    p.add_argument("--source", action="append", required=True, metavar="URL",
+                   help="a peer's mirror, e.g. http://10.0.0.2:18181 (repeatable; preference order)")
+    p.add_argument("--margin-gb", type=float, default=10.0, help="free space to keep beyond the copy")
+    p.add_argument("--workers", type=int, default=2, help="files copied at once (each from another source)")
+    p.add_argument("--max-download-bps", type=float, default=0, help="cap on this host's copies, bytes/s (0: none)")
+    p.add_argument("--poll", type=float, default=0.25, help="seconds between asking a source what it has")
+    p.add_argument("--source-timeout", type=float, default=30, help="socket timeout towards a source (s)")
+    p.add_argument("--timeout", type=float, default=43200, help="give up after this long (s)")
+    p.add_argument("--stall-s", type=float, default=30,
+                   help="give up once no source has or can still get a missing file for this long (the seed failed)")
+    p.add_argument("--progress-interval", type=float, default=2.0, help="seconds between progress samples")
+    p.set_defaults(handler=copy_from_peers)
 
     p = sub.add_parser("stop-mirror", help="stop the mirror of --dir (or --pidfile)")
     p.add_argument("--dir", default=".")
