@@ -15,6 +15,7 @@ called by their bare names:
 * ``plan | sgl_server_argv(parsers, config_file=...)``   -> SGLang argv list
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
 * ``engines | sgl_scrape_targets(routers, hostvars, role)`` -> Prometheus file_sd entries (engines: rank 0)
+* ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -43,6 +44,7 @@ from sgl_deploy import hub as _hub
 from sgl_deploy import monitoring as _monitoring
 from sgl_deploy import preflight as _preflight
 from sgl_deploy import planner as _planner
+from sgl_deploy import ports as _ports
 from sgl_deploy.profiles import ProfileError
 
 
@@ -150,6 +152,13 @@ def sgl_scrape_targets(engines: list[str], routers: list[str], hostvars: Any, ro
     return _monitoring.file_sd(_monitoring.endpoints(engines or [], routers or [], hv), role, labels)
 
 
+def sgl_engine_port(host_vars: Any) -> int:
+    """A host's engine port: its plan's ``port``, else ``sglang_plan_port``, else the one default
+    (``sgl_deploy.ports.ENGINE_PORT``)."""
+    hv = {k: host_vars.get(k) for k in ("sglang_plan_result", "sglang_plan_port")} if host_vars else {}
+    return _ports.engine_port(hv)
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -167,4 +176,5 @@ class FilterModule:
             "sgl_server_argv": sgl_server_argv,
             "sgl_systemd_quote": sgl_systemd_quote,
             "sgl_scrape_targets": sgl_scrape_targets,
+            "sgl_engine_port": sgl_engine_port,
         }
