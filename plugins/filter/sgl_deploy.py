@@ -42,9 +42,9 @@ from sgl_deploy import argv as _argv
 from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
 from sgl_deploy import monitoring as _monitoring
-from sgl_deploy import preflight as _preflight
 from sgl_deploy import planner as _planner
 from sgl_deploy import ports as _ports
+from sgl_deploy import preflight as _preflight
 from sgl_deploy.profiles import ProfileError
 
 
