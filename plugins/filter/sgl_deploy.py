@@ -15,6 +15,8 @@ called by their bare names:
 * ``plan | sgl_server_argv(parsers, config_file=...)``   -> SGLang argv list
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
 * ``engines | sgl_scrape_targets(routers, hostvars, role)`` -> Prometheus file_sd entries (engines: rank 0)
+* ``plan | sgl_deploy_state_fact(install_result, exec_start, unit)`` -> the deploy-state fact (sglang.fact)
+* ``fact_text | sgl_deploy_state(unit_text)``      -> deploy state (fact, else the unit's ExecStart), flat
 * ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
@@ -39,6 +41,7 @@ except ImportError:  # not installed: use the checkout's src/
 from ansible.errors import AnsibleFilterError
 
 from sgl_deploy import argv as _argv
+from sgl_deploy import deploy_state as _deploy_state
 from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
 from sgl_deploy import monitoring as _monitoring
@@ -152,6 +155,20 @@ def sgl_scrape_targets(engines: list[str], routers: list[str], hostvars: Any, ro
     return _monitoring.file_sd(_monitoring.endpoints(engines or [], routers or [], hv), role, labels)
 
 
+def sgl_deploy_state_fact(plan: dict[str, Any], install: dict[str, Any], exec_start: str, unit: str) -> dict[str, Any]:
+    """The content of the serve role's local fact (``sgl_deploy.deploy_state.build``)."""
+    try:
+        return _deploy_state.build(dict(plan), dict(install or {}), str(exec_start), str(unit))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"sgl_deploy_state_fact: {exc}") from exc
+
+
+def sgl_deploy_state(fact_text: Any, unit_text: Any = "") -> dict[str, Any]:
+    """The deploy state of a host, flat (``deploy_state.summary``): from its fact file's text, else
+    (a host deployed before the fact) from its unit text; ``source`` says which (fact, unit, none)."""
+    return _deploy_state.summary(_deploy_state.read(str(fact_text or ""), str(unit_text or "")))
+
+
 def sgl_engine_port(host_vars: Any) -> int:
     """A host's engine port: its plan's ``port``, else ``sglang_plan_port``, else the one default
     (``sgl_deploy.ports.ENGINE_PORT``)."""
@@ -177,4 +194,6 @@ class FilterModule:
             "sgl_systemd_quote": sgl_systemd_quote,
             "sgl_scrape_targets": sgl_scrape_targets,
             "sgl_engine_port": sgl_engine_port,
+            "sgl_deploy_state_fact": sgl_deploy_state_fact,
+            "sgl_deploy_state": sgl_deploy_state,
         }
