@@ -127,9 +127,14 @@ def test_no_state_blob_in_diff():
 
 
 def test_the_verification_cache_is_kept_out_of_diff():
+    """The module sgl_sglang_check writes the cache (no diff mode); no task copies it into a diff."""
     verify = yaml.safe_load((ROOT / "roles/sglang_install/tasks/verify.yml").read_text())
-    cache = [t for t in verify if ".sgl-verified.json" in str(t.get("ansible.builtin.copy", {}).get("dest", ""))]
-    assert cache and all(t.get("diff") is False for t in cache)
+    checks = [t for t in verify if "sgl_sglang_check" in t]
+    assert len(checks) == 1 and str(checks[0]["sgl_sglang_check"]["cache"]).endswith("/.sgl-verified.json")
+    assert not [t for t in verify if ".sgl-verified.json" in str(t.get("ansible.builtin.copy", {}))]
+    doc = yaml.safe_load((ROOT / "plugins/modules/sgl_sglang_check.py").read_text().split('DOCUMENTATION = r"""')[1]
+                         .split('"""')[0])
+    assert doc["attributes"]["diff_mode"]["support"] == "none"
 
 
 def test_probes_do_not_run_in_check_mode():
