@@ -6,19 +6,11 @@ from __future__ import annotations
 import pytest
 
 from module_harness import FakeModule, load_module
-from test_redeploy import FakeRouter
+from test_redeploy import router  # noqa: F401 - the fake router API fixture (key file "k" in tmp_path)
 
 pytest.importorskip("ansible")
 mod = load_module("sgl_router_workers", ("sgl_router",))
 W1, W2, W3 = "http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"
-
-
-@pytest.fixture
-def router(tmp_path):
-    r = FakeRouter()
-    (tmp_path / "key").write_text("k\n")
-    yield r
-    r.close()
 
 
 def run(router, tmp_path, desired, check_mode=False, diff=False, **kw):
