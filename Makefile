@@ -28,6 +28,7 @@ unit: setup
 	$(BIN)/pytest -q tests/unit
 
 lint: setup
+	$(BIN)/ruff check src plugins lab
 	$(BIN)/ansible-lint
 	$(BIN)/ansible-playbook --syntax-check -i $(LAB_INVENTORY) site.yml
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # make test: every test. Stages (each timed; the first failure stops the run):
+#   ruff      ruff check over src/, plugins/ and lab/ (rules and paths in pyproject.toml)
 #   lint      ansible-lint (production profile), syntax-check of every playbook
 #   unit      pytest tests/unit (planner, GPU facts on real captures, hub, weights, probes against
 #             broken servers, lab engine with the real SGLang parsers, redeploy runner, ...)
@@ -7,13 +8,13 @@
 #             testinfra, idempotence, restarts, preflight refusals, multi-node, weights fan-out,
 #             rolling redeploy behind sglang-router with rollback
 #   molecule  molecule test (default scenario: real install from PyPI, idempotence, testinfra)
-# Env: TEST_STAGES="lint unit lab molecule" (subset), PYTEST_ARGS, SGL_LAB_KEEP=1 (keep hosts up).
+# Env: TEST_STAGES="ruff lint unit lab molecule" (subset), PYTEST_ARGS, SGL_LAB_KEEP=1 (keep hosts up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 BIN="$ROOT/.venv/bin"
 export PATH="$BIN:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_NOCOLOR=1 PY_COLORS=0
-STAGES="${TEST_STAGES:-lint unit lab molecule}"
+STAGES="${TEST_STAGES:-ruff lint unit lab molecule}"
 OUT="$ROOT/reports/test"
 mkdir -p "$OUT"
 declare -a SUMMARY=()
@@ -40,6 +41,10 @@ run_stage() {
     echo "test: stage $name failed (exit $rc)"
     exit "$rc"
   fi
+}
+
+stage_ruff() {
+  ruff check src plugins lab
 }
 
 stage_lint() {

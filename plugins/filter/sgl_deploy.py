@@ -16,6 +16,9 @@ called by their bare names:
 * ``argv | sgl_systemd_quote``                     -> ExecStart= command line string
 * ``engines | sgl_scrape_targets(routers, hostvars, role)`` -> Prometheus file_sd entries (engines: rank 0)
 * ``hosts | sgl_fanout_plan(seed, complete, limit)`` -> weights fan-out plan: hub host, sources per host
+* ``plan | sgl_deploy_state_fact(install_result, exec_start, unit)`` -> the deploy-state fact (sglang.fact)
+* ``fact_text | sgl_deploy_state(unit_text)``      -> deploy state (fact, else the unit's ExecStart), flat
+* ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -39,12 +42,14 @@ except ImportError:  # not installed: use the checkout's src/
 from ansible.errors import AnsibleFilterError
 
 from sgl_deploy import argv as _argv
+from sgl_deploy import deploy_state as _deploy_state
 from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
 from sgl_deploy import monitoring as _monitoring
+from sgl_deploy import planner as _planner
+from sgl_deploy import ports as _ports
 from sgl_deploy import preflight as _preflight
 from sgl_deploy import weights as _weights
-from sgl_deploy import planner as _planner
 from sgl_deploy.profiles import ProfileError
 
 
@@ -160,6 +165,27 @@ def sgl_fanout_plan(hosts: Any, seed: str, complete: Any = None, limit: int = 2)
         raise AnsibleFilterError(f"sgl_fanout_plan: {exc}") from None
 
 
+def sgl_deploy_state_fact(plan: dict[str, Any], install: dict[str, Any], exec_start: str, unit: str) -> dict[str, Any]:
+    """The content of the serve role's local fact (``sgl_deploy.deploy_state.build``)."""
+    try:
+        return _deploy_state.build(dict(plan), dict(install or {}), str(exec_start), str(unit))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"sgl_deploy_state_fact: {exc}") from exc
+
+
+def sgl_deploy_state(fact_text: Any, unit_text: Any = "") -> dict[str, Any]:
+    """The deploy state of a host, flat (``deploy_state.summary``): from its fact file's text, else
+    (a host deployed before the fact) from its unit text; ``source`` says which (fact, unit, none)."""
+    return _deploy_state.summary(_deploy_state.read(str(fact_text or ""), str(unit_text or "")))
+
+
+def sgl_engine_port(host_vars: Any) -> int:
+    """A host's engine port: its plan's ``port``, else ``sglang_plan_port``, else the one default
+    (``sgl_deploy.ports.ENGINE_PORT``)."""
+    hv = {k: host_vars.get(k) for k in ("sglang_plan_result", "sglang_plan_port")} if host_vars else {}
+    return _ports.engine_port(hv)
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -178,4 +204,7 @@ class FilterModule:
             "sgl_systemd_quote": sgl_systemd_quote,
             "sgl_scrape_targets": sgl_scrape_targets,
             "sgl_fanout_plan": sgl_fanout_plan,
+            "sgl_engine_port": sgl_engine_port,
+            "sgl_deploy_state_fact": sgl_deploy_state_fact,
+            "sgl_deploy_state": sgl_deploy_state,
         }

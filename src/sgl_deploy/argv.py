@@ -12,6 +12,8 @@ import re
 import shlex
 from typing import Any, Iterable, Mapping
 
+from sgl_deploy.ports import ENGINE_PORT
+
 # Flags server_argv owns, with their aliases (reference/sglang.md §1 "Key flags").
 MANAGED_FLAGS: dict[str, tuple[str, ...]] = {
     "--model-path": ("--model",),
@@ -104,7 +106,7 @@ def server_argv(
         "--model-path", str(plan["model_path"]),
         "--served-model-name", str(plan["served_model_name"]),
         "--host", str(plan.get("host") or "0.0.0.0"),
-        "--port", str(int(plan.get("port") or 8000)),
+        "--port", str(int(plan.get("port") or ENGINE_PORT)),
         "--tp-size", str(int(plan["tp_size"])),
     ]
     for key, flag in (("ep_size", "--ep-size"), ("dp_size", "--dp-size"), ("pp_size", "--pp-size")):

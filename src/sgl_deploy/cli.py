@@ -2,7 +2,8 @@
 
 Each verb lives in its own module exposing ``register(subparsers)``; the module sets
 ``func`` on its parser. Modules must keep heavy imports (openai, ansible_runner, ...)
-inside functions so that ``sgl-deploy --help`` stays fast.
+inside functions so that ``sgl-deploy --help`` stays fast. A verb module that fails to
+import (or has no ``register``) is an error that names it: a verb never disappears silently.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ VERB_MODULES = (
 )
 
 
+class VerbImportError(RuntimeError):
+    """A verb module in VERB_MODULES cannot be loaded."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sgl-deploy",
@@ -32,16 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name in VERB_MODULES:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a verb module not written yet
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        except Exception as exc:
+            raise VerbImportError(f"sgl-deploy: verb module {name} failed to import: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise VerbImportError(f"sgl-deploy: verb module {name} has no register(subparsers)")
+        register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except VerbImportError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-DEFAULT_ENGINE_PORT = 8000
-DEFAULT_ROUTER_PORT = 30000
-DEFAULT_ROUTER_METRICS_PORT = 29000
+from sgl_deploy import ports
+
+DEFAULT_ENGINE_PORT = ports.ENGINE_PORT
+DEFAULT_ROUTER_PORT = ports.ROUTER_PORT
+DEFAULT_ROUTER_METRICS_PORT = ports.ROUTER_METRICS_PORT
 
 
 @dataclass
@@ -62,7 +64,7 @@ def endpoints(
     for name in engines:
         hv = hostvars[name]
         group = replica_group(name, hv.get("sglang_replicas") or hv.get("sglang_plan_replicas"))
-        port = _int(hv.get("sglang_plan_port"), DEFAULT_ENGINE_PORT)
+        port = ports.engine_port(hv)
         out.append(Endpoint(name, "engine", str(hv.get("ansible_host") or name), port, port,
                             group.index(name), group))
     for name in routers:

@@ -31,12 +31,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sgl_deploy.ports import ENGINE_PORT
 from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, load_profile
 
 DEFAULT_SGLANG_VERSION = "0.5.23"
 DEFAULT_WEIGHTS_ROOT = "/srv/models"
 DEFAULT_HOST = "0.0.0.0"
-DEFAULT_PORT = 8000
+DEFAULT_PORT = ENGINE_PORT
 NODE_SIZES = (1, 2, 4, 8)  # GPU counts of common single hosts, for suggestions
 MAX_SUGGESTED_NODES = 8
 

@@ -8,7 +8,6 @@ together, one line per problem, each naming the host and the variable to change.
 from __future__ import annotations
 
 import json
-
 from typing import Any, Iterable
 
 from .gpu_facts import Problem, version_tuple

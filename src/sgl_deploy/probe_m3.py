@@ -240,7 +240,7 @@ def check_parallel_calls(
 
 def check_final_names(response: dict, names: tuple[str, ...]) -> tuple[bool, str]:
     """The answer after the tool results names every one of ``names``."""
-    from sgl_deploy.probe import check_tool_followup, contains_word, shorten, answer_text
+    from sgl_deploy.probe import answer_text, check_tool_followup, contains_word, shorten
 
     ok, detail = check_tool_followup(response)
     if not ok:
@@ -422,7 +422,7 @@ class M3Probes:
                            latency_s=latency + followup_latency, detail=f"{detail}; {detail2}", data=data)
 
     def probe_tool_args(self):
-        from sgl_deploy.probe import ProbeResult, TOOL_MARKUP
+        from sgl_deploy.probe import TOOL_MARKUP, ProbeResult
 
         messages = [{"role": "user", "content": MEETING_QUESTION}]
         response, latency = self.chat("tool-args", messages=messages, tools=[MEETING_TOOL],

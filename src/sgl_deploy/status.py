@@ -4,8 +4,9 @@ Per row: host, role (engine rank or gateway), SGLang (or sglang-router) version,
 health and uptime, running/queued requests, token usage, the last probe result and its age (``reports/``),
 and drift: whether a ``site.yml`` run would change the host's server command.
 
-Drift compares the deploy state on the host (the unit's ``ExecStart=`` line, as ``playbooks/redeploy.yml``
-and the lab tests read it, and the active venv) with what the current inventory plans: the same planner
+Drift compares the deploy state on the host (the serve role's local fact ``/etc/ansible/facts.d/sglang.fact``,
+read with :func:`sgl_deploy.deploy_state.read`: for a host deployed before the fact existed, the unit's
+``ExecStart=`` line; and the active venv) with what the current inventory plans: the same planner
 (:func:`sgl_deploy.planner.plan`, fed the host's ``nvidia-smi -q -x`` and the hub's listing size, as the
 ``sglang_plan`` role does) and the same argv builder (:func:`sgl_deploy.argv.server_argv`). The parsers are
 the install role's choice among the plan's preferences: the deployed one is kept when the plan still allows it.
@@ -31,22 +32,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from sgl_deploy import monitoring
+from sgl_deploy import deploy_state, monitoring
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE_DEFAULTS = ("sglang_plan", "sglang_service", "sglang_router", "sglang_install")
 
-# Collected on an engine host by `python3 -` (stdlib only): unit state, ExecStart line, active venv,
-# GPUs (for the plan) and the weights manifest of the deployed --model-path.
+# Collected on an engine host by `python3 -` (stdlib only): unit state, the deploy-state fact (and the
+# ExecStart line, the fallback for hosts deployed before the fact), active venv, GPUs (for the plan) and
+# the weights manifest of the deployed --model-path.
 ENGINE_SCRIPT = r'''
 import json, os, shlex, subprocess, sys, time
-service, root = sys.argv[1], sys.argv[2]
+service, root, fact_path = sys.argv[1], sys.argv[2], sys.argv[4]
 def run(*cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
-out = {"show": {}, "exec_start": None, "current": None, "smi_xml": "", "smi_topo": "", "manifest": None}
+out = {"show": {}, "fact": None, "exec_start": None, "current": None, "smi_xml": "", "smi_topo": "", "manifest": None}
 for line in run("systemctl", "show", service + ".service", "-p", "ActiveState", "-p", "SubState", "-p", "NRestarts",
                 "-p", "ExecMainStartTimestampMonotonic", "-p", "LoadState").splitlines():
     key, _, value = line.partition("=")
@@ -58,20 +60,34 @@ try:
 except OSError:
     pass
 try:
+    with open(fact_path) as fh:
+        out["fact"] = fh.read()
+except OSError:
+    pass
+try:
     out["current"] = os.readlink(os.path.join(root, "current"))
 except OSError:
     pass
 if sys.argv[3] == "1":
     out["smi_xml"] = run("nvidia-smi", "-q", "-x")
     out["smi_topo"] = run("nvidia-smi", "topo", "-m")
-if out["exec_start"]:
+path = None
+try:
+    path = json.loads(out["fact"] or "{}")["model"]["path"]
+except (ValueError, KeyError, TypeError):
+    pass
+if not path and out["exec_start"]:
     try:
         argv = shlex.split(out["exec_start"][len("ExecStart="):])
         path = argv[argv.index("--model-path") + 1]
+    except (ValueError, IndexError):
+        pass
+if path:
+    try:
         with open(os.path.join(path, "MANIFEST.json")) as fh:
             manifest = json.load(fh)
         out["manifest"] = {k: manifest.get(k) for k in ("model_id", "revision")}
-    except (ValueError, IndexError, OSError):
+    except (ValueError, OSError):
         pass
 print(json.dumps(out))
 '''
@@ -163,8 +179,10 @@ def ssh_argv(hv: dict[str, Any], timeout: int) -> list[str]:
     return cmd + [f"{user}@{host}" if user else host]
 
 
-def remote_facts(hv: dict[str, Any], service: str, root: str, gpus: bool, timeout: int) -> dict[str, Any]:
-    cmd = ssh_argv(hv, timeout) + [f"python3 - {shlex.quote(service)} {shlex.quote(root)} {int(gpus)}"]
+def remote_facts(hv: dict[str, Any], service: str, root: str, gpus: bool, timeout: int,
+                 fact_path: str = "") -> dict[str, Any]:
+    cmd = ssh_argv(hv, timeout) + [f"python3 - {shlex.quote(service)} {shlex.quote(root)} {int(gpus)} "
+                                   f"{shlex.quote(fact_path or '-')}"]
     try:
         proc = subprocess.run(cmd, input=ENGINE_SCRIPT, capture_output=True, text=True, timeout=timeout + 90)
     except subprocess.TimeoutExpired:
@@ -226,6 +244,11 @@ def flag_groups(args: list[str]) -> dict[str, list[str]]:
         else:
             out[current].append(arg)
     return out
+
+
+def deployed_state(remote: dict[str, Any]) -> dict[str, Any]:
+    """The engine's deploy state: its sglang.fact, else (deployed before the fact) its ExecStart line."""
+    return deploy_state.read(remote.get("fact"), remote.get("exec_start"))
 
 
 def split_deployed(exec_line: str) -> tuple[list[str], list[str]]:
@@ -315,7 +338,7 @@ def planned_engine(v: dict[str, Any], ep: monitoring.Endpoint, facts: dict[str, 
         weights_root=v.get("sglang_plan_weights_root") or "/srv/models",
         served_model_name=v.get("sglang_plan_served_model_name") or None,
         sglang_version=str(v.get("sglang_plan_sglang_version") or "0.5.23"),
-        host=v.get("sglang_plan_host") or "0.0.0.0", port=int(v.get("sglang_plan_port") or 8000),
+        host=v.get("sglang_plan_host") or "0.0.0.0", port=int(v.get("sglang_plan_port") or planner.DEFAULT_PORT),
         tp_size=v.get("sglang_plan_tp_size"), ep_size=v.get("sglang_plan_ep_size"),
         dp_size=v.get("sglang_plan_dp_size"), pp_size=v.get("sglang_plan_pp_size"),
         mem_fraction_static=v.get("sglang_plan_mem_fraction_static"),
@@ -330,7 +353,8 @@ def engine_drift(v: dict[str, Any], ep: monitoring.Endpoint, remote: dict[str, A
     from sgl_deploy import gpu_facts
     from sgl_deploy.argv import server_argv
 
-    if not remote.get("exec_start"):
+    state = deployed_state(remote)
+    if not state.get("exec_start"):
         return ["not deployed (no unit)"]
     try:
         facts = gpu_facts.gpu_facts(remote.get("smi_xml") or "", remote.get("smi_topo") or "")
@@ -340,7 +364,7 @@ def engine_drift(v: dict[str, Any], ep: monitoring.Endpoint, remote: dict[str, A
         plan = planned_engine(v, ep, facts, rank0_addr, hub_sizes)
     except Exception as exc:  # noqa: BLE001 - the planner's refusal is the answer
         return [f"no plan: {exc}"]
-    launcher, deployed = split_deployed(remote["exec_start"])
+    launcher, deployed = split_deployed(state["exec_start"])
     parsers = plan.get("parsers") or {}
     planned = server_argv(plan, pick_parser(deployed, "--tool-call-parser", parsers.get("tool_call")),
                           pick_parser(deployed, "--reasoning-parser", parsers.get("reasoning")))
@@ -406,7 +430,7 @@ def engine_row(v: dict[str, Any], ep: monitoring.Endpoint, rank0_addr: str, args
                hub_sizes: HubSizes) -> dict[str, Any]:
     service = v.get("sglang_service_name") or "sglang"
     root = v.get("sglang_service_root") or "/opt/sglang"
-    remote = remote_facts(v, service, str(root), True, args.timeout)
+    remote = remote_facts(v, service, str(root), True, args.timeout, deploy_state.fact_path(service))
     row: dict[str, Any] = {"host": ep.name, "role": f"engine r{ep.node_rank}" if len(ep.group) > 1 else "engine",
                            "address": ep.address, "url": ep.url()}
     if remote.get("error"):
@@ -414,21 +438,25 @@ def engine_row(v: dict[str, Any], ep: monitoring.Endpoint, rank0_addr: str, args
         return row
     show = remote.get("show") or {}
     venv = os.path.basename(str(remote.get("current") or ""))
-    row["version"] = venv[len("sglang-"):] if venv.startswith("sglang-") else (venv or None)
+    state = deployed_state(remote)
+    row["version"] = state.get("version") or (venv[len("sglang-"):] if venv.startswith("sglang-") else (venv or None))
+    row["state_source"] = state["source"]
     row["unit"] = show.get("ActiveState")
     row["restarts"] = int(show["NRestarts"]) if str(show.get("NRestarts", "")).isdigit() else None
     row["uptime_s"] = uptime_s(remote)
     deployed: list[str] = []
-    if remote.get("exec_start"):
-        deployed = split_deployed(remote["exec_start"])[1]
+    if state.get("exec_start"):
+        deployed = split_deployed(state["exec_start"])[1]
     groups = flag_groups(deployed)
 
     def first(flag: str, default: str | None = None) -> str | None:
         return (groups.get(flag) or [default])[0]
 
     manifest = remote.get("manifest") or {}
+    model = state.get("model") or {}
     model_path = first("--model-path")
-    row["model"] = (f"{manifest.get('model_id')}@{manifest.get('revision')}" if manifest.get("model_id")
+    row["model"] = (f"{model['id']}@{model['revision']}" if model.get("id") and model.get("revision")
+                    else f"{manifest.get('model_id')}@{manifest.get('revision')}" if manifest.get("model_id")
                     else model_path)
     row["layout"] = f"{first('--tp-size', '1')}/{first('--ep-size', '1')}/{first('--dp-size', '1')}" if deployed else None
     if ep.node_rank == 0:

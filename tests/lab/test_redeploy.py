@@ -203,6 +203,10 @@ def test_failed_probes_roll_back_and_stop_the_rollout(fleet):
     assert old_probe["passed"] and not new_probe["passed"]
     # the host serves the old version again; the rollout stopped before rd2
     assert exec_start(HOSTS["rd1"]) == before["rd1"] and "--tool-call-parser minimax-m3" in before["rd1"]
+    # the deploy-state fact was put back with the unit: it describes the old version again
+    fact = json.loads(ssh(HOSTS["rd1"], "cat /etc/ansible/facts.d/sglang.fact"))
+    unit_line = ssh(HOSTS["rd1"], "grep '^ExecStart=' /etc/systemd/system/sglang.service").strip()
+    assert "ExecStart=" + fact["exec_start"] == unit_line and "--tool-call-parser minimax-m3" in unit_line
     assert ssh(HOSTS["rd1"], "systemctl is-active sglang").strip() == "active"
     assert not (REPORTS / run_id / "rd2.json").exists()
     assert exec_start(HOSTS["rd2"]) == before["rd2"]

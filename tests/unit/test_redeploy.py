@@ -33,7 +33,7 @@ def load(name: str, path: Path):
     return module
 
 
-ctl = load("sgl_router_ctl", ROUTER_FILES / "sgl_router_ctl.py")
+ctl = load("sgl_router_ctl", ROUTER_FILES / "sgl_router_ctl.py")  # a link to plugins/module_utils/sgl_router.py
 launch = load("sgl_router_launch", ROUTER_FILES / "sgl_router_launch.py")
 
 

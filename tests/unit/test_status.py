@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sgl_deploy import cli, gpu_facts, status
+from sgl_deploy import deploy_state
 from sgl_deploy.argv import quote_argv, server_argv, split_exec_start
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,9 @@ class FakeFleet:
         self.unreachable: set[str] = set()
         self.calls: list[str] = []
 
-    def remote(self, hv, service, root, gpus, timeout):
+    fact: str | None = None  # the sglang.fact text the engines have (None: deployed before the fact)
+
+    def remote(self, hv, service, root, gpus, timeout, fact_path=""):
         host = hv["inventory_hostname"]
         self.calls.append(host)
         if host in self.unreachable:
@@ -74,7 +77,8 @@ class FakeFleet:
                          "ExecMainStartTimestampMonotonic": "1000000000"},
                 "monotonic_now_us": 1000000000 + 3725 * 10**6}
         if service == "sglang":
-            return {**base, "exec_start": self.exec, "current": "/opt/sglang/venvs/sglang-0.5.23",
+            assert fact_path == deploy_state.fact_path("sglang") == deploy_state.FACT_PATH
+            return {**base, "exec_start": self.exec, "fact": self.fact, "current": "/opt/sglang/venvs/sglang-0.5.23",
                     "smi_xml": XML, "smi_topo": TOPO,
                     "manifest": {"model_id": "SglLab/MiniMax-M3-Lab", "revision": "master"}}
         return {**base, "exec_start": "ExecStart=/opt/sglang-router/current/bin/python x",
@@ -186,3 +190,30 @@ def test_argv_drift_wording():
 
 def test_fmt_age():
     assert [status.fmt_age(s) for s in (None, 5, 185, 7300, 90000)] == ["-", "5s", "3m05s", "2h01m", "1d01h"]
+
+
+def _fact(exec_line: str, model_id: str = "SglLab/MiniMax-M3-Lab", version: str = "0.5.23") -> str:
+    plan = {"model_id": model_id, "model_revision": "v2", "model_path": "/srv/models/x", "port": 8000,
+            "served_model_name": "MiniMax-M3", "sglang_version": version}
+    install = {"version": version, "venv_path": f"/opt/sglang/venvs/sglang-{version}"}
+    return json.dumps(deploy_state.build(plan, install, exec_line[len("ExecStart="):], "sglang.service"))
+
+
+def test_status_reads_the_fact_before_the_unit(inventory, fleet, capsys):
+    """The fact is the deploy state: a unit line that says otherwise is not read."""
+    fleet.fact = _fact(fleet.exec)
+    fleet.exec = "ExecStart=/usr/bin/false --model-path /elsewhere --tp-size 1"
+    rc, out, _ = run_status(capsys, "-i", str(inventory), "--json")
+    rows = {r["host"]: r for r in json.loads(out)["rows"]}
+    assert rows["e1"]["state_source"] == "fact"
+    assert rows["e1"]["drift"] == [] and rows["e1"]["model"] == "SglLab/MiniMax-M3-Lab@v2", rows["e1"]
+    assert rc == 0, out
+
+
+def test_status_falls_back_to_the_unit_without_a_fact(inventory, fleet, capsys):
+    fleet.fact = "not json"
+    rc, out, _ = run_status(capsys, "-i", str(inventory), "--json")
+    rows = {r["host"]: r for r in json.loads(out)["rows"]}
+    assert rows["e1"]["state_source"] == "unit" and rows["e1"]["drift"] == []
+    assert rows["e1"]["model"] == "SglLab/MiniMax-M3-Lab@master"  # from the weights manifest
+    assert rc == 0, out

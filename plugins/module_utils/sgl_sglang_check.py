@@ -1,19 +1,24 @@
-#!/usr/bin/env python3
-"""Verify an installed SGLang against what the deployment needs (shipped by the sglang_install role).
+"""Verify an installed SGLang against what the deployment needs: the code of the module
+``sgl_sglang_check`` (plugins/modules), shared between the module and the venv's python.
 
-Run with the venv's python. Reads a JSON request on stdin:
+Stdlib only: the module (running under the host's python) imports the request helpers from here,
+and runs this same file with the venv's python (``python -c <this source> <request JSON>``), where
+:func:`main` imports the installed SGLang. The request:
   {"version": "0.5.23", "architectures": ["MiniMaxM3Sparse..."],
    "tool_call_parser": ["minimax-m3", "minimax-m2"], "reasoning_parser": [...],   # preference order
    "argv": ["--model-path", ..., "--tool-call-parser", "{tool_call_parser}", ...]}   # a JSON list
-Prints one JSON object: ok, version, parsers chosen, the parser choices of the installed SGLang
+It prints one JSON object: ok, version, parsers chosen, the parser choices of the installed SGLang
 (read from its real argument parser), errors. The argv (with the chosen parsers substituted) is
 checked with the installed SGLang's own `prepare_server_args` (arguments exactly "{tool_call_parser}" /
 "{reasoning_parser}" are replaced; every other argument passes unchanged, see resolve_argv), so unknown, removed or ambiguous
 flags and bad choices fail here, not at service start.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -51,15 +56,33 @@ def resolve_argv(argv, chosen: dict) -> list:
     return [chosen.get(PLACEHOLDERS[a]) or "" if a in PLACEHOLDERS else str(a) for a in argv]
 
 
-def main() -> int:
-    req = json.load(sys.stdin)
+def first_choices(req: dict) -> dict:
+    """The first preference of each parser kind: what check mode assumes before the venv exists."""
+    return {kind: (list(req.get(kind) or []) or [None])[0] for kind in PLACEHOLDERS.values()}
+
+
+def build_request(version: str, architectures, tool_call_parser, reasoning_parser, argv, config_keys,
+                  source: str = "") -> dict:
+    """The request the check answers (and the cache key): ``config_keys`` become placeholder values;
+    ``check`` is the sha1 of the check code, so a new check invalidates the cache."""
+    req = {"version": version or "", "architectures": list(architectures or []),
+           "tool_call_parser": list(tool_call_parser or []), "reasoning_parser": list(reasoning_parser or []),
+           "argv": [str(a) for a in (argv or [])]}
+    if config_keys:
+        req["config"] = {str(k): "placeholder" for k in config_keys}
+    if source:
+        req["check"] = hashlib.sha1(source.encode()).hexdigest()
+    return req
+
+
+def check(req: dict) -> dict:
+    """Run with the venv's python: the answer to ``req`` (imports the installed SGLang)."""
     out = {"ok": False, "errors": []}
     try:
         version = importlib.metadata.version("sglang")
     except importlib.metadata.PackageNotFoundError:
         out["errors"].append("sglang is not installed in this venv")
-        print(json.dumps(out))
-        return 1
+        return out
     out["version"] = version
     if req.get("version") and version != req["version"]:
         out["errors"].append(f"installed sglang is {version}, the pin is {req['version']}")
@@ -119,6 +142,14 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - report whatever the parser raised
                 out["errors"].append(f"SGLang {version} rejects the server argv: {type(exc).__name__}: {exc}")
     out["ok"] = not out["errors"]
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -c <source> '<request JSON>'`` (or the request on stdin): print the answer."""
+    args = sys.argv[1:] if argv is None else argv
+    req = json.loads(args[0]) if args else json.load(sys.stdin)
+    out = check(req)
     print(json.dumps(out))
     return 0 if out["ok"] else 1
 

@@ -1,0 +1,36 @@
+"""Default ports: the one place each default lives.
+
+The role defaults (``sglang_plan_port`` in roles/sglang_plan, ``sglang_router_port`` and
+``sglang_router_prometheus_port`` in roles/sglang_router) repeat these numbers because
+argument specs need literals; tests/unit/test_ports.py fails when they differ. Everything else
+(the planner, the argv builder, monitoring, status, the probes and router roles through the
+filter ``sgl_engine_port``) reads them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+ENGINE_PORT = 8000
+ROUTER_PORT = 30000
+ROUTER_METRICS_PORT = 29000
+
+
+def _port(value: Any) -> int | None:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def engine_port(hostvars: Mapping[str, Any] | None) -> int:
+    """The engine port of one host: its plan fact's ``port``, else ``sglang_plan_port``, else
+    ENGINE_PORT."""
+    hv = hostvars or {}
+    plan = hv.get("sglang_plan_result") or {}
+    for value in (plan.get("port") if isinstance(plan, Mapping) else None, hv.get("sglang_plan_port")):
+        port = _port(value)
+        if port is not None:
+            return port
+    return ENGINE_PORT
