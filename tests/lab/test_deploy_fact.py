@@ -47,6 +47,8 @@ def test_ansible_reads_it_as_a_local_fact(site):
     proc = subprocess.run([str(BIN / "ansible"), "-i", str(LAB_INVENTORY), "lab1", "-m", "ansible.builtin.setup",
                            "-a", "filter=ansible_local"], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={"PATH": f"{BIN}:/usr/bin:/bin", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-                               "ANSIBLE_NOCOLOR": "1"})
+                               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert '"sglang"' in proc.stdout and "argv_sha256" in proc.stdout, proc.stdout[-2000:]
+    result = json.loads(proc.stdout.split("=>", 1)[1])  # "lab1 | SUCCESS => {...}"
+    fact = result["ansible_facts"]["ansible_local"]["sglang"]
+    assert len(fact["argv_sha256"]) == 64 and fact["port"] == 8000, fact
