@@ -38,7 +38,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 
 ROLE_TOOL = Path(__file__).resolve().parents[2] / "roles" / "model_weights" / "files" / "sgl_weights.py"
@@ -114,22 +113,8 @@ class TreeCatalog:
         return entries
 
 
-class RateLimiter:
-    """Token bucket without burst: callers sleep so the long-run rate stays <= bps."""
-
-    def __init__(self, bps: float):
-        self.bps = float(bps)
-        self.next_t = time.monotonic()
-        self.lock = threading.Lock()
-
-    def consume(self, n: int) -> None:
-        with self.lock:
-            now = time.monotonic()
-            start = max(now, self.next_t)
-            self.next_t = start + n / self.bps
-            wait = self.next_t - now
-        if wait > 0:
-            time.sleep(wait)
+# the production mirror's token bucket (sgl_weights.RateLimiter): one throttle for the hub and the LAN copies
+RateLimiter = proto.RateLimiter
 
 
 class LabHandler(proto.HubHandler):
