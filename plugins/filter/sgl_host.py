@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 try:
-    from sgl_deploy import hub, planner, preflight, validate
+    from sgl_deploy import hub, planner, preflight, tls, validate
 except ImportError:  # running from a checkout without `pip install -e .` (or an older install)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     for _name in [m for m in sys.modules if m == "sgl_deploy" or m.startswith("sgl_deploy.")]:
         sys.modules.pop(_name)
-    from sgl_deploy import hub, planner, preflight, validate
+    from sgl_deploy import hub, planner, preflight, tls, validate
 
 
 class FilterModule:
@@ -31,6 +31,7 @@ class FilterModule:
             "sgl_rendezvous_problems": _rendezvous_problems,
             "sgl_ifname_problems": _ifname_problems,
             "sgl_router_extra_args_problems": _router_extra_args_problems,
+            "sgl_cert_status": _cert_status,
             "sgl_group_port_checks": _group_port_checks,
             "sgl_port_problems": _port_problems,
         }
@@ -96,6 +97,11 @@ def _router_extra_args_problems(extra_args):
     """Why sglang_router_extra_args cannot be used (the fleet validation's rule, sgl_deploy.validate)."""
     return [f"{p['problem']}. Fix: {p['fix']}"
             for p in validate.router_extra_args_problems("", "sglang_router_extra_args", extra_args)]
+
+
+def _cert_status(pem, warn_days=30, label="the certificate"):
+    """Expiry of a PEM certificate (sgl_deploy.tls.cert_status): state ok, warn, expired, ..."""
+    return tls.cert_status(pem, int(warn_days), label=label)
 
 
 def _profile_model_id(profile, variant=None, gpu_facts=None):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Control a running sglang-router through its HTTP API (stdlib only).
+"""Control a running gateway (smg; sglang-router 0.3.2 too) through its HTTP API (stdlib only).
 
 One file, two uses: the module_utils of the module ``sgl_router_workers`` (plugins/modules), and the
 control script the sglang_router role ships to the router host as ``libexec/sgl_router_ctl.py``
@@ -17,13 +17,16 @@ Commands (each prints one JSON object on stdout):
   wait-idle --url URL [--timeout S]   wait until the worker runs no request (its /metrics
                                       sglang:num_running_reqs is 0 twice in a row)
 
-The sglang-router 0.3.2 worker API (read from the installed package, checked in the lab):
-GET /workers (list with id, url, is_healthy, load), POST /workers {"url": ...} (202, queued job),
-DELETE /workers/{id} (the id is a UUID, not the URL; 202, queued). /add_worker and
-/remove_worker do not exist in 0.3.2 (404). With --api-key the router requires
-``Authorization: Bearer <key>`` on these endpoints (and on inference routes); /liveness,
-/readiness and /health are open. The key is read from --key-file, never from the command line.
-Exit status: 0 done, 1 failed (the JSON says why), 2 usage.
+The worker API of smg 1.13.0 (and of sglang-router 0.3.2; checked against the installed packages
+and the lab): GET /workers (list with id, url, is_healthy, load), POST /workers {"url": ...} (202,
+queued job), DELETE /workers/{id} (the id is a UUID, not the URL; 202, queued). With --api-key the
+gateway requires ``Authorization: Bearer <key>`` on these endpoints (and on inference routes);
+/liveness, /readiness and /health are open. smg does not give a worker added through the API the
+gateway's own --api-key: without ``"api_key"`` in the POST body its metadata discovery gets 401 from
+the worker and retries for minutes before it registers the worker under model ``unknown``, so
+``add`` sends the key in the body (the workers and the gateway share one key). The key is read
+from --key-file, never from the command line. With an https --base, --ca-file names the CA the
+gateway's certificate chains to. Exit status: 0 done, 1 failed (the JSON says why), 2 usage.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import ssl
 import sys
 import time
 import urllib.error
@@ -44,11 +48,17 @@ def norm(url: str) -> str:
     return url.strip().rstrip("/")
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """Verify an https gateway against ca_file (its own CA); None: the system trust store."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
 class Router:
-    def __init__(self, base: str, key: str | None, timeout: float = 10.0):
+    def __init__(self, base: str, key: str | None, timeout: float = 10.0, ca_file: str | None = None):
         self.base = norm(base)
         self.key = key
         self.timeout = timeout
+        self.context = tls_context(ca_file)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
@@ -58,7 +68,7 @@ class Router:
         if self.key:
             req.add_header("Authorization", f"Bearer {self.key}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
                 raw = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as exc:
@@ -81,7 +91,10 @@ class Router:
         return next((w for w in self.workers() if w["url"] == norm(url)), None)
 
     def add(self, url: str) -> None:
-        status, body = self.call("POST", "/workers", {"url": norm(url)})
+        body = {"url": norm(url)}
+        if self.key:
+            body["api_key"] = self.key  # the worker's key (smg does not reuse its own, see above)
+        status, body = self.call("POST", "/workers", body)
         if status not in (200, 201, 202):
             raise RuntimeError(f"POST /workers {url} answered {status or 'nothing'}: {str(body)[:200]}")
 
@@ -226,6 +239,7 @@ def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="sgl_router_ctl.py", description="Control a running sglang-router through its HTTP API.")
     p.add_argument("--base", default="http://127.0.0.1:30000", help="router base URL")
     p.add_argument("--key-file", help="file with the router's API key")
+    p.add_argument("--ca-file", help="CA bundle that signed the gateway's TLS certificate (https --base)")
     p.add_argument("--http-timeout", type=float, default=10.0)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("ready")
@@ -256,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(json.dumps({"failed": True, "msg": f"cannot read the key file: {exc}"}))
             return 1
-    r = Router(a.base, key, a.http_timeout)
+    r = Router(a.base, key, a.http_timeout, a.ca_file)
     commands = {"ready": cmd_ready, "list": lambda r, a: {"workers": r.workers()}, "add": cmd_add,
                 "remove": cmd_remove, "reconcile": cmd_reconcile, "wait-idle": cmd_wait_idle}
     try:

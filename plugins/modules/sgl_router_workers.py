@@ -1,12 +1,12 @@
 #!/usr/bin/python
-"""Ansible module sgl_router_workers: reconcile a running sglang-router's worker list."""
+"""Ansible module sgl_router_workers: reconcile a running gateway's (smg) worker list."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: sgl_router_workers
-short_description: Reconcile a running sglang-router's workers with the desired list
+short_description: Reconcile a running gateway's (smg) workers with the desired list
 description:
   - Reads the router's workers (C(GET /workers)), registers the missing ones (C(POST /workers)) and removes the
     extra ones (C(DELETE /workers/{id}); requests already running on a removed worker finish), then waits until
@@ -29,7 +29,13 @@ options:
     type: str
     default: http://127.0.0.1:30000
   key_file:
-    description: File with the router's API key. Unset, no key is sent.
+    description:
+      - File with the router's API key. Unset, no key is sent.
+      - The key is also sent in the body of C(POST /workers) as the worker's key (smg does not give workers added
+        through its API its own C(--api-key)).
+    type: path
+  ca_file:
+    description: CA bundle the gateway's TLS certificate chains to, for an C(https) O(base_url). Unset, the system store.
     type: path
   timeout:
     description: Seconds to wait until the added workers are listed healthy.
@@ -88,6 +94,7 @@ ARGUMENT_SPEC = dict(
     desired=dict(type="list", elements="str", required=True),
     base_url=dict(type="str", default="http://127.0.0.1:30000"),
     key_file=dict(type="path", no_log=False),
+    ca_file=dict(type="path"),
     timeout=dict(type="int", default=300),
     http_timeout=dict(type="int", default=10),
 )
@@ -107,7 +114,7 @@ def run(module) -> dict:
                 key = fh.read().strip() or None
         except OSError as exc:
             raise ModuleError(f"cannot read the key file {p['key_file']}: {exc}") from exc
-    router = router_code.Router(p["base_url"], key, float(p["http_timeout"]))
+    router = router_code.Router(p["base_url"], key, float(p["http_timeout"]), p.get("ca_file"))
     try:
         out = router_code.reconcile(router, p["desired"], float(p["timeout"]), check_mode=module.check_mode)
     except RuntimeError as exc:

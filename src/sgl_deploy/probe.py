@@ -596,13 +596,16 @@ class ProbeRunner(M3Probes):
         log: Callable[[str], None] | None = None,
         router: bool = False,
         accuracy_threshold: float = ACCURACY_THRESHOLD,
+        ca_file: str | None = None,
     ):
         # The server root: the OpenAI SDK form (.../v1) is accepted and normalised.
         self.base_url = normalize_base_url(base_url)
         self.accuracy_threshold = accuracy_threshold
-        # Target is an sglang-router: it serves /v1/models without checking the key (upstream
-        # behaviour), so the auth probe checks the generation endpoints only there.
+        # Target is the gateway (smg, or an old sglang-router): it serves /v1/models without
+        # checking the key (upstream behaviour), so the auth probe checks the generation endpoints only there.
         self.router = router
+        # https: verify the server against this CA bundle (a private CA); None: the system store.
+        self.ca_file = ca_file
         self.api_key = api_key
         self.model = model
         self.timeout = timeout
@@ -646,8 +649,17 @@ class ProbeRunner(M3Probes):
         if self._http is None:
             import httpx
 
-            self._http = httpx.Client(timeout=self._httpx_timeout(), follow_redirects=False)
+            self._http = httpx.Client(timeout=self._httpx_timeout(), follow_redirects=False,
+                                      verify=self._verify())
         return self._http
+
+    def _verify(self):
+        """httpx's verify: an SSLContext on the CA bundle, or True (the system store)."""
+        if not self.ca_file:
+            return True
+        import ssl
+
+        return ssl.create_default_context(cafile=self.ca_file)
 
     def _httpx_timeout(self):
         import httpx
@@ -657,6 +669,7 @@ class ProbeRunner(M3Probes):
     @property
     def client(self):
         if self._client is None:
+            import httpx
             import openai
 
             self._client = openai.OpenAI(
@@ -664,6 +677,7 @@ class ProbeRunner(M3Probes):
                 api_key=self.api_key or "EMPTY",
                 timeout=self._httpx_timeout(),
                 max_retries=0,
+                http_client=httpx.Client(timeout=self._httpx_timeout(), verify=self._verify()),
             )
         return self._client
 
@@ -1045,7 +1059,7 @@ class ProbeRunner(M3Probes):
                           f"({retried[0].split(':')[0]})")
         else:
             note_retry = ""
-        note = " (router: /v1/models is open upstream, not checked)" if self.router else ""
+        note = " (gateway: /v1/models is open upstream, not checked)" if self.router else ""
         return ProbeResult("auth", "pass", latency_s=latency,
                            detail=f"{len(statuses)} unauthenticated requests got 401{note}{note_retry}",
                            data=data)
@@ -1250,7 +1264,9 @@ def register(subparsers) -> None:
     key.add_argument("--api-key-file", help="file holding the API key")
     p.add_argument("--model", help="served model name (default: first id of /v1/models)")
     p.add_argument("--router", action="store_true",
-                   help="the target is an sglang-router (auth: its /v1/models is open upstream)")
+                   help="the target is the gateway (smg or sglang-router; auth: its /v1/models is open upstream)")
+    p.add_argument("--ca-file",
+                   help="https: CA bundle (PEM) the server certificate must chain to (default: the system store)")
     p.add_argument("--suite", choices=("default", "recipe"), default="default",
                    help="default: the capability probes; recipe: the upstream tutorial's four client "
                         "requests (chat, streaming, tools, image; see examples/ and recipe_suite.py)")
@@ -1296,6 +1312,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             raise UsageError("--accuracy-threshold must be between 0 and 1")
         if not args.base_url.startswith(("http://", "https://")):
             raise UsageError("--base-url must start with http:// or https://")
+        if args.ca_file and not os.path.isfile(args.ca_file):
+            raise UsageError(f"--ca-file {args.ca_file}: no such file")
     except UsageError as exc:
         print(f"sgl-deploy probe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -1310,7 +1328,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         vision=args.vision, image_url=args.image_url, concurrency=args.concurrency,
         max_tokens=args.max_tokens, bench_python=args.bench_python,
         bench_num_prompts=args.bench_num_prompts, bench_tokenizer=args.bench_tokenizer, log=log,
-        router=args.router, accuracy_threshold=args.accuracy_threshold,
+        router=args.router, accuracy_threshold=args.accuracy_threshold, ca_file=args.ca_file,
     )
     try:
         result = runner.run(selected)

@@ -99,7 +99,7 @@ VERSION_VARIABLES = (
     "sglang_install_uv_version", "sglang_router_uv_version",
 )
 _VERSION_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
-_VERSION_EXAMPLES = {"sglang_router_version": "0.3.2", "sglang_install_uv_version": "0.13.9",
+_VERSION_EXAMPLES = {"sglang_router_version": "1.13.0", "sglang_install_uv_version": "0.13.9",
                      "sglang_router_uv_version": "0.13.9", "gpu_preflight_min_cuda": "13.0",
                      "gpu_preflight_min_python": "3.10"}
 MIN_VERSION_VARIABLES = ("gpu_preflight_min_driver", "gpu_preflight_min_cuda", "gpu_preflight_min_python")
@@ -141,7 +141,11 @@ _USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
 
 PROBE_NAME_VARIABLES = ("probes_only", "probes_skip")
 # Flags the router role sets itself (sgl_router_launch.py and the unit); never in sglang_router_extra_args.
-ROUTER_MANAGED_FLAGS = ("--api-key", "--worker-urls", "--host", "--port", "--policy")
+ROUTER_MANAGED_FLAGS = ("--api-key", "--worker-urls", "--host", "--port", "--policy",
+                        "--tls-cert-path", "--tls-key-path", "--control-plane-api-keys", "--tenant-api-key")
+# TLS of the gateway: (PEM text, host path) of the certificate, then of its key.
+ROUTER_TLS_PAIRS = (("sglang_router_tls_cert", "sglang_router_tls_cert_path"),
+                    ("sglang_router_tls_key", "sglang_router_tls_key_path"))
 
 
 def _shown(variable: str, value: Any) -> str:
@@ -373,6 +377,33 @@ def router_extra_args_problems(host: str, variable: str, value: Any) -> list[Pro
     return out
 
 
+def router_tls_problems(host: str, vars_: Mapping[str, Any]) -> list[Problem]:
+    """Gateway TLS: a certificate and a key, each as PEM text or a host path (not both), or neither;
+    PEM text must look like PEM. Expiry is the role's preflight (sgl_deploy.tls), on the real file."""
+    if not any(v in vars_ for pair in ROUTER_TLS_PAIRS for v in pair):
+        return []
+    out: list[Problem] = []
+    given = []
+    for text_var, path_var in ROUTER_TLS_PAIRS:
+        text, path = vars_.get(text_var), vars_.get(path_var)
+        if _is_set(text) and _is_set(path):
+            out.append(problem(host, path_var, path, f"is set together with {text_var}",
+                               f"give the PEM text ({text_var}) or a path on the host ({path_var}), not both"))
+        if _is_set(text) and "-----BEGIN " not in str(text):
+            out.append(problem(host, text_var, "<not shown>", "is not PEM text (no -----BEGIN line)",
+                               f"set {text_var} to the PEM file's content, e.g. "
+                               f"\"{{{{ lookup('ansible.builtin.file', 'gateway.pem') }}}}\" (vault the key)"))
+        if _is_set(path) and not str(path).startswith("/"):
+            out.append(problem(host, path_var, path, "is not an absolute path", f"give {path_var} as /path/on/the/host"))
+        given.append(_is_set(text) or _is_set(path))
+    if given[0] != given[1]:
+        missing = "key" if given[0] else "certificate"
+        var = "sglang_router_tls_key" if given[0] else "sglang_router_tls_cert"
+        out.append(problem(host, var, "", f"is missing: the gateway's TLS {missing} is not given while the other half is",
+                           f"set {var} (or {var}_path), or neither to serve plain HTTP"))
+    return out
+
+
 def probe_names_problem(host: str, variable: str, value: Any) -> Problem | None:
     """Known probe names only (sgl_deploy.probe.PROBES and the optional ones)."""
     if value is None:
@@ -490,6 +521,7 @@ def host_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[
         out += extra_args_problems(host, "sglang_plan_extra_args", vars_["sglang_plan_extra_args"])
     if "sglang_router_extra_args" in vars_:
         out += router_extra_args_problems(host, "sglang_router_extra_args", vars_["sglang_router_extra_args"])
+    out += router_tls_problems(host, vars_)
     if "sglang_plan_model_profile" in vars_:
         out += profile_problems(host, vars_)
     out += port_clash_problems(host, vars_, groups_of_host)

@@ -275,7 +275,8 @@ def test_two_real_runs_one_waits_one_is_refused(tmp_path):
 
 
 class FakeRouter:
-    """sglang-router 0.3.2's worker API as observed: GET/POST /workers, DELETE /workers/{uuid}, key required."""
+    """smg 1.13.0's (and sglang-router 0.3.2's) worker API as observed: GET/POST /workers, DELETE /workers/{uuid},
+    key required."""
 
     def __init__(self, key="k"):
         self.key = key
@@ -318,7 +319,8 @@ class FakeRouter:
                     router.next += 1
                     wid = f"00000000-0000-0000-0000-{router.next:012d}"
                     if body["url"] not in [w["url"] for w in router.workers.values()]:
-                        router.workers[wid] = {"url": body["url"]}
+                        # smg gives an API-added worker only the key in the body (not its own --api-key)
+                        router.workers[wid] = {"url": body["url"], "api_key": body.get("api_key")}
                     return self.reply(202, {"status": "accepted", "worker_id": wid})
                 return self.reply(404)
 

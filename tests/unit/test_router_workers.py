@@ -34,6 +34,13 @@ def test_reconcile_adds_removes_and_is_idempotent(router, tmp_path):
     assert run(router, tmp_path, [])["removed"] == [W2, W3] and urls(router) == []
 
 
+def test_added_workers_get_the_key_in_the_post_body(router, tmp_path):
+    # smg 1.13.0 does not hand its own --api-key to a worker added through POST /workers: without
+    # "api_key" in the body the worker answers its discovery with 401 and smg registers it as "unknown"
+    run(router, tmp_path, [W1])
+    assert [w["api_key"] for w in router.workers.values()] == ["k"]
+
+
 def test_check_mode_says_what_would_change_and_changes_nothing(router, tmp_path):
     run(router, tmp_path, [W1])
     out = run(router, tmp_path, [W2], check_mode=True, diff=True)

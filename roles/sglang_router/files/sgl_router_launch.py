@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Start sglang-router with its worker list and API key read from files (shipped by the
-sglang_router role; runs with the router venv's python).
+"""Start the gateway (smg, ``smg launch``) with its worker list and API key read from files
+(shipped by the sglang_router role; runs with the gateway venv's python).
 
-    sgl_router_launch.py --workers-file FILE [--api-key-file FILE] -- <launch_router args>
-    sgl_router_launch.py --check -- <launch_router args>   parse only, print {"ok", "version", ...}
+    sgl_router_launch.py --workers-file FILE [--api-key-file FILE] -- <smg launch args>
+    sgl_router_launch.py --check -- <smg launch args>   parse only, print {"ok", "version", ...}
 
 * ``--workers-file``: JSON list of worker URLs, passed to the router as ``--worker-urls``. The
   list lives in a file (not in the unit), so a change of the fleet is applied through the
   router's HTTP API at runtime instead of restarting the router.
 * ``--api-key-file``: a file holding the API key (the systemd credential). The key is added to
   the router's arguments inside this process, so it never appears on a command line, in the
-  unit file or in ``systemctl show``. sglang-router 0.3.2 has no environment variable or config
-  file for ``--api-key``; this is its own ``launch_router.main()`` with two more inputs.
+  unit file, in ``systemctl show`` or in ``/proc/<pid>/cmdline``. smg 1.13.0 has no environment
+  variable or config file for ``--api-key``; this is what ``smg launch`` does
+  (``smg.cli.main``: ``parse_router_args`` then ``launch_router``) with two more inputs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def split_argv(argv: list[str]) -> tuple[dict, list[str]]:
             ours[arg[2:].replace("-", "_")] = next(it, None)
         else:
             raise SystemExit(f"sgl_router_launch: unknown option {arg} (router arguments go after --)")
-    for flag in ("--api-key", "--worker-urls"):
+    for flag in ("--api-key", "--worker-urls", "--control-plane-api-keys", "--tenant-api-key"):
         if any(a == flag or a.startswith(flag + "=") for a in rest):
             raise SystemExit(f"sgl_router_launch: pass {flag} through its file option, not as an argument")
     return ours, rest
@@ -61,13 +62,13 @@ def main(argv: list[str]) -> None:
     if ours["api_key_file"]:
         router_argv += ["--api-key", read_key(ours["api_key_file"])]
 
-    from sglang_router.launch_router import launch_router, parse_router_args
+    from smg.launch_router import launch_router, parse_router_args
 
-    args = parse_router_args(router_argv)  # argparse errors exit 2 with the router's message
+    args = parse_router_args(router_argv)  # argparse errors exit 2 with smg's message
     if ours["check"]:
         from importlib.metadata import version
 
-        print(json.dumps({"ok": True, "version": version("sglang-router"), "policy": args.policy,
+        print(json.dumps({"ok": True, "version": version("smg"), "policy": args.policy,
                           "host": args.host, "port": args.port}))
         return
     launch_router(args)
