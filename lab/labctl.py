@@ -15,7 +15,9 @@ The inventory is the source of truth: every host with ``lab_gpu_profile`` set is
     labctl.py base                                               build the cached base root
     labctl.py hub-up | hub-down                                  the lab's ModelScope-protocol hub
 
-`up` also starts the hub (lab/hub/server.py on 10.77.0.1:18080, access log in
+`up` also makes the lab's TLS material (once, with openssl): a CA in /var/lib/sgl-lab/tls/ca.crt and,
+per host, <name>.crt/<name>.key signed by it for the host's address and name (the gateway's
+certificate in the lab inventories; the probes verify against ca.crt). `up` also starts the hub (lab/hub/server.py on 10.77.0.1:18080, access log in
 /var/lib/sgl-lab/hub/access.log) serving generated repos SglLab/MiniMax-M3-Lab and
 SglLab/MiniMax-M2.5-Lab; `down --all` stops it.
 
@@ -45,6 +47,8 @@ CACHE = Path(os.environ.get("SGL_LAB_CACHE", "/var/cache/sgl-lab"))
 BASE = CACHE / "rootfs" / "bookworm"
 UV_CACHE = CACHE / "uv"
 KEY = STATE / "ssh" / "id_ed25519"
+TLS = STATE / "tls"
+TLS_DAYS = 90  # over the role's 30-day expiry warning
 BRIDGE = "sgllab0"
 BRIDGE_ADDR = "10.77.0.1/24"
 SUBNET = "10.77.0.0/24"
@@ -128,6 +132,34 @@ def ensure_key() -> None:
         return
     KEY.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sgl-lab", "-f", str(KEY)])
+
+
+def ensure_tls(hosts: dict[str, dict]) -> None:
+    """The lab CA (once) and a certificate per host for IP:<ansible_host> and DNS:<name>, renewed
+    when missing, for another address, or within 45 days of expiry."""
+    TLS.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_key, ca_crt = TLS / "ca.key", TLS / "ca.crt"
+    if not (ca_key.exists() and ca_crt.exists()):
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "3650", "-subj", "/CN=sgl-lab CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            capture_output=True)
+    for name, hv in hosts.items():
+        addr = str(hv["ansible_host"])
+        crt, key, ext = TLS / f"{name}.crt", TLS / f"{name}.key", TLS / f"{name}.ext"
+        want = f"subjectAltName=IP:{addr},DNS:{name}\nextendedKeyUsage=serverAuth\n"
+        if crt.exists() and key.exists() and ext.exists() and ext.read_text() == want and run(
+                ["openssl", "x509", "-checkend", str(45 * 86400), "-noout", "-in", str(crt)],
+                check=False, capture_output=True).returncode == 0:
+            continue
+        csr = TLS / f"{name}.csr"
+        run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"], capture_output=True)
+        ext.write_text(want)
+        run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-out", str(crt), "-days", str(TLS_DAYS), "-extfile", str(ext)], capture_output=True)
+        csr.unlink()
+        log(f"{name}: TLS certificate for {addr} signed by the lab CA ({crt})")
 
 
 # ---------------------------------------------------------------- network
@@ -375,6 +407,7 @@ def cmd_up(args) -> None:
     hosts = load_hosts(args.inventory, args.hosts)
     build_base()
     ensure_key()
+    ensure_tls(hosts)
     ensure_network()
     for name, hv in hosts.items():
         if pid_of(name):

@@ -195,12 +195,14 @@ def remote_facts(hv: dict[str, Any], service: str, root: str, gpus: bool, timeou
         return {"error": "unreadable answer from the host"}
 
 
-def http_get(url: str, timeout: float) -> tuple[int | None, str]:
+def http_get(url: str, timeout: float, ca_file: str | None = None) -> tuple[int | None, str]:
+    import ssl
     import urllib.error
     import urllib.request
 
+    context = ssl.create_default_context(cafile=ca_file) if ca_file and url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http(s) URLs we built
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310 - http(s) URLs we built
             return resp.status, resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -483,26 +485,34 @@ def gateway_row(v: dict[str, Any], ep: monitoring.Endpoint, args: argparse.Names
     service = v.get("sglang_router_service_name") or "sglang-router"
     root = v.get("sglang_router_root") or "/opt/sglang-router"
     remote = remote_facts(v, service, str(root), False, args.timeout)
-    row: dict[str, Any] = {"host": ep.name, "role": "gateway", "address": ep.address, "url": ep.url()}
+    # TLS at the gateway (any of the role's certificate variables): its API is https, verified against
+    # sglang_router_tls_ca_file; its metrics port stays plain http
+    tls = any(v.get(k) for k in ("sglang_router_tls_cert", "sglang_router_tls_cert_path"))
+    api_url = ("https" + ep.url()[4:]) if tls else ep.url()
+    ca_file = str(v.get("sglang_router_tls_ca_file") or "") or None
+    row: dict[str, Any] = {"host": ep.name, "role": "gateway", "address": ep.address, "url": api_url}
     if remote.get("error"):
         row.update(health="unreachable", error=remote["error"], drift=None)
         return row
     show = remote.get("show") or {}
     venv = os.path.basename(str(remote.get("current") or ""))
-    row["version"] = venv[len("sglang-router-"):] if venv.startswith("sglang-router-") else (venv or None)
+    # venvs are smg-<version> (sglang-router-<version> before the move to smg)
+    prefix = next((p for p in ("smg-", "sglang-router-") if venv.startswith(p)), "")
+    row["version"] = venv[len(prefix):] if prefix else (venv or None)
     row["unit"] = show.get("ActiveState")
     row["restarts"] = int(show["NRestarts"]) if str(show.get("NRestarts", "")).isdigit() else None
     row["uptime_s"] = uptime_s(remote)
-    code, _ = http_get(ep.url() + "/health", args.timeout)
+    code, _ = http_get(api_url + "/health", args.timeout, ca_file)
     row["http_health"] = code
     mcode, text = http_get(ep.url(ep.metrics_port) + "/metrics", args.timeout)
-    workers = metric_values(text).get("sgl_router_worker_health", []) if mcode == 200 else []
+    values = metric_values(text) if mcode == 200 else {}
+    workers = values.get("smg_worker_health") or values.get("sgl_router_worker_health") or []
     row["workers"] = f"{sum(1 for _, val in workers if val == 1)}/{len(workers)}" if workers else None
     unhealthy = any(val != 1 for _, val in workers)
     row["health"] = ("healthy" if row["unit"] == "active" and code == 200 and not unhealthy else
                      "degraded" if row["unit"] == "active" and code == 200 else (row["unit"] or "down"))
     want = str(v.get("sglang_router_version") or "")
-    row["drift"] = [] if not want or row["version"] == want else [f"sglang-router {row['version']} -> {want}"]
+    row["drift"] = [] if not want or row["version"] == want else [f"{'sglang-router' if prefix == 'sglang-router-' else 'smg'} {row['version']} -> {want}"]
     if not remote.get("exec_start"):
         row["drift"] = ["not deployed (no unit)"]
     return row

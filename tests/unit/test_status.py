@@ -82,12 +82,12 @@ class FakeFleet:
                     "smi_xml": XML, "smi_topo": TOPO,
                     "manifest": {"model_id": "SglLab/MiniMax-M3-Lab", "revision": "master"}}
         return {**base, "exec_start": "ExecStart=/opt/sglang-router/current/bin/python x",
-                "current": "/opt/sglang-router/venvs/sglang-router-0.3.2"}
+                "current": "/opt/sglang-router/venvs/smg-1.13.0"}
 
-    def http(self, url, timeout):
+    def http(self, url, timeout, ca_file=None):
         if url.endswith(":29000/metrics"):
-            return 200, ('sgl_router_worker_health{worker="http://10.9.0.11:8000"} 1\n'
-                         'sgl_router_worker_health{worker="http://10.9.0.12:8000"} 1\n')
+            return 200, ('smg_worker_health{worker="http://10.9.0.11:8000"} 1\n'
+                         'smg_worker_health{worker="http://10.9.0.12:8000"} 1\n')
         if url.endswith("/metrics"):
             metrics = sgl_lab_engine.Metrics()
             metrics.begin()
@@ -124,7 +124,7 @@ def test_converged_fleet_is_healthy_without_drift(inventory, fleet, capsys, tmp_
     assert "pass 3m" in e1 and e1.rstrip().endswith("no")
     assert not any(line.startswith("Prometheus:") for line in lines)  # no monitoring group here
     gw = next(line for line in lines if line.startswith("gw "))
-    assert "gateway" in gw and "0.3.2" in gw and "workers 2/2" in gw and gw.rstrip().endswith("no")
+    assert "gateway" in gw and "1.13.0" in gw and "workers 2/2" in gw and gw.rstrip().endswith("no")
     assert lines[-1] == "3/3 healthy without drift"
     assert "status: 3/3 hosts answered" in err  # progress on stderr, not in the table
     assert sorted(fleet.calls) == ["e1", "e2", "gw"]
