@@ -6,7 +6,11 @@ control script the sglang_router role ships to the router host as ``libexec/sgl_
 (roles/sglang_router/files/sgl_router_ctl.py is a link to this file) for the readiness polls
 (``sgl_poll``) and the redeploy's per-worker steps.
 
-    sgl_router_ctl.py [--base URL] [--key-file FILE] <command> ...
+    sgl_router_ctl.py [--config FILE] [--base URL] [--key-file FILE] [--ca-file FILE] <command> ...
+
+``--config``: a JSON object {"base", "key_file", "ca_file"} (the role writes /etc/sglang-router/ctl.json:
+the gateway's own URL, http on loopback or https to the name its certificate is for, the key file and
+the CA); options given on the command line win.
 
 Commands (each prints one JSON object on stdout):
   ready    [--expect URL ...]         one readiness poll for sgl_poll: {"done","failed","line"}
@@ -237,7 +241,8 @@ def cmd_wait_idle(_r: Router, a) -> dict:
 
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="sgl_router_ctl.py", description="Control a running sglang-router through its HTTP API.")
-    p.add_argument("--base", default="http://127.0.0.1:30000", help="router base URL")
+    p.add_argument("--config", help="JSON file with defaults for base, key_file and ca_file")
+    p.add_argument("--base", help="router base URL (default http://127.0.0.1:30000)")
     p.add_argument("--key-file", help="file with the router's API key")
     p.add_argument("--ca-file", help="CA bundle that signed the gateway's TLS certificate (https --base)")
     p.add_argument("--http-timeout", type=float, default=10.0)
@@ -262,6 +267,17 @@ def parse_args(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
+    if a.config:
+        try:
+            with open(a.config, encoding="utf-8") as fh:
+                conf = json.load(fh)
+        except (OSError, ValueError) as exc:
+            print(json.dumps({"failed": True, "msg": f"cannot read the config file: {exc}"}))
+            return 1
+        for name in ("base", "key_file", "ca_file"):
+            if getattr(a, name) is None and conf.get(name):
+                setattr(a, name, conf[name])
+    a.base = a.base or "http://127.0.0.1:30000"
     key = None
     if a.key_file:
         try:
