@@ -1,4 +1,4 @@
-"""Fleet lifecycle in the lab: two engine hosts (rd1, rd2) behind the real sglang-router (rdrouter).
+"""Fleet lifecycle in the lab: two engine hosts (rd1, rd2) behind the smg gateway with TLS (rdrouter).
 
 * a rolling redeploy under a steady stream of chat requests through the router: zero client errors;
 * a redeploy whose new version fails its probes is rolled back automatically and stops the rollout;
@@ -14,13 +14,14 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, REPO, labctl, playbook, ssh
+from gateway_load import Client as _Client
 
 from sgl_deploy import redeploy as rd
 
@@ -29,7 +30,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 INV = REPO / "tests/lab/inventories/redeploy/hosts.yml"
 HOSTS = {"rd1": "10.77.0.31", "rd2": "10.77.0.32"}
 ROUTER = "10.77.0.39"
-ROUTER_URL = f"http://{ROUTER}:30000"
+ROUTER_URL = f"https://{ROUTER}:30000"  # TLS with the lab CA (inventory/lab/group_vars/sglang_routers.yml)
+LAB_CA = "/var/lib/sgl-lab/tls/ca.crt"
 KEY = "lab-secret-key"  # inventory/lab/group_vars/sglang_servers.yml (lab secret, plain on purpose)
 MODEL = "MiniMax-M3"
 REPORTS = REPO / "reports" / "redeploy"
@@ -47,7 +49,7 @@ def main_pid(addr: str) -> str:
 
 
 def router_workers() -> dict[str, bool]:
-    out = ssh(ROUTER, "python3 /opt/sglang-router/libexec/sgl_router_ctl.py --key-file /etc/sglang-router/api-key list")
+    out = ssh(ROUTER, "python3 /opt/sglang-router/libexec/sgl_router_ctl.py --config /etc/sglang-router/ctl.json list")
     return {w["url"]: w["healthy"] for w in json.loads(out)["workers"]}
 
 
@@ -65,49 +67,8 @@ def steps(rep: dict) -> list[tuple[str, str]]:
     return [(s["step"], s["status"]) for s in rep["steps"]]
 
 
-class Client:
-    """Steady chat traffic through the router (OpenAI SDK, no SDK retries, so every error counts)."""
-
-    def __init__(self, threads: int = 2, max_requests: int = 5000, max_seconds: float = 900):
-        from openai import OpenAI
-
-        self.client = OpenAI(base_url=ROUTER_URL + "/v1", api_key=KEY, max_retries=0, timeout=60)
-        self.ok: list[float] = []
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self.max_requests, self.deadline = max_requests, time.time() + max_seconds
-        self.threads = [threading.Thread(target=self.loop, args=(i,), daemon=True) for i in range(threads)]
-
-    def one(self, i: int, n: int) -> None:
-        messages = [{"role": "user", "content": f"What is {i} + {n}? (client {i}, request {n})"}]
-        if n % 2:
-            stream = self.client.chat.completions.create(model=MODEL, messages=messages, max_tokens=64, stream=True)
-            chunks = sum(1 for _ in stream)
-            assert chunks > 0, "empty stream"
-        else:
-            resp = self.client.chat.completions.create(model=MODEL, messages=messages, max_tokens=64)
-            assert resp.choices and resp.choices[0].message.content, "empty answer"
-
-    def loop(self, i: int) -> None:
-        n = 0
-        while not self.stop.is_set() and time.time() < self.deadline and len(self.ok) + len(self.errors) < self.max_requests:
-            n += 1
-            try:
-                self.one(i, n)
-                self.ok.append(time.time())
-            except Exception as exc:  # noqa: BLE001 - every client-visible failure is a finding
-                self.errors.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {str(exc)[:300]}")
-            time.sleep(0.05)
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=90)
+# Steady chat traffic through the gateway over HTTPS (tests/lab/gateway_load.py, shared with test_gateway.py).
+Client = partial(_Client, ROUTER_URL, KEY, MODEL, LAB_CA)
 
 
 def epoch(stamp: str) -> float:
@@ -130,21 +91,23 @@ def test_router_routes_with_the_workers_key(fleet):
 
     assert router_workers() == {f"http://{a}:8000": True for a in HOSTS.values()}
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-    assert httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60).status_code == 401
-    ok = httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60,
+    assert httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60, verify=LAB_CA).status_code == 401
+    ok = httpx.post(ROUTER_URL + "/v1/chat/completions", json=body, timeout=60, verify=LAB_CA,
                     headers={"Authorization": f"Bearer {KEY}"})
     assert ok.status_code == 200, ok.text
-    assert httpx.get(ROUTER_URL + "/v1/models", timeout=10).json()["data"][0]["id"] == "unknown"
+    # smg lists the served model name (sglang-router 0.3.2 answered "unknown")
+    assert httpx.get(ROUTER_URL + "/v1/models", timeout=10, verify=LAB_CA).json()["data"][0]["id"] == MODEL
     # the key is a credential: not in the unit, the process list or the journal
     assert KEY not in ssh(ROUTER, "cat /etc/systemd/system/sglang-router.service; systemctl show sglang-router -p ExecStart")
     assert KEY not in ssh(ROUTER, "ps -eo args")
     assert KEY not in ssh(ROUTER, "journalctl -u sglang-router --no-pager", check=False)
-    assert ssh(ROUTER, "ps -eo user,args | grep [s]glang::router").split()[0].startswith("sglang-")
-    # the probes through the router (model name from the plan; the auth probe wants 401 on /v1/models,
-    # which sglang-router 0.3.2 does not give, so it is checked above instead)
+    assert ssh(ROUTER, "ps -eo user,args | grep [s]mg::router").split()[0].startswith("sglang-")
+    # the probes through the gateway, verified against the lab CA (the auth probe wants 401 on /v1/models,
+    # which the gateway does not give, so it is checked above instead)
     env = {**os.environ, "SGL_API_KEY": KEY}
     probe = subprocess.run([str(BIN / "sgl-deploy"), "probe", "--base-url", ROUTER_URL, "--model", MODEL,
-                            "--skip", "auth", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+                            "--ca-file", LAB_CA, "--skip", "auth", "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=300)
     assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
@@ -155,7 +118,7 @@ def test_rolling_redeploy_under_load_has_zero_client_errors(fleet):
         time.sleep(3)
         proc = sgl_deploy_redeploy(run_id, "-e", "sglang_plan_mem_fraction_static=0.8")
         time.sleep(3)
-    print(f"client: {len(client.ok)} ok, {len(client.errors)} errors", *client.errors[:10], sep="\n")
+    print(client.summary(), *client.errors[:10], sep="\n")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert client.errors == [], client.errors[:10]
     assert len(client.ok) >= 20
@@ -187,7 +150,7 @@ def test_failed_probes_roll_back_and_stop_the_rollout(fleet):
     with Client() as client:
         proc = sgl_deploy_redeploy(run_id, "-e", "sglang_plan_mem_fraction_static=0.8",
                                    "-e", "sglang_install_tool_call_parser=qwen")
-    print(f"client: {len(client.ok)} ok, {len(client.errors)} errors", *client.errors[:10], sep="\n")
+    print(client.summary(), *client.errors[:10], sep="\n")
     assert proc.returncode == 1, proc.stderr[-4000:]
     assert "rd1: rolled_back at step probe" in proc.stderr
     summary = json.loads((RUNS / run_id / "summary.json").read_text())
