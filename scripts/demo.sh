@@ -19,7 +19,8 @@ ansible -i "$INVENTORY" all -m ansible.builtin.ping
 step "site.yml: preflight, plan, install, weights, serve, router, monitoring, probe (default and recipe suites)"
 start=$(date +%s)
 # probes_suites: also run the upstream tutorial's four client requests (sgl-deploy probe --suite
-# recipe, the requests of examples/) against every worker and the router.
+# recipe, the requests of examples/) against every worker and the gateway (smg over HTTPS, verified
+# against the lab CA that labctl up made: inventory/lab/group_vars/sglang_routers.yml).
 ansible-playbook -i "$INVENTORY" site.yml -e '{"probes_suites": ["default", "recipe"]}' "$@"
 echo "site.yml took $(( $(date +%s) - start ))s"
 

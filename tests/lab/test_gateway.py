@@ -98,7 +98,7 @@ def fleet(tmp_path_factory):
 
 def test_migration_from_sglang_router_under_load(fleet):
     assert "/venvs/sglang-router-0.3.2" in ssh(ROUTER, "readlink /opt/sglang-router/current")
-    with Client(HTTP_URL, KEY, MODEL, threads=4, pause=0.02, max_tokens=8) as client:
+    with Client(HTTP_URL, KEY, MODEL, threads=4, pause=0.02) as client:
         time.sleep(3)
         run = timed("migrate-gateway.yml", playbook, "playbooks/migrate-gateway.yml", "-e", NO_TLS, inventory=INV)
         time.sleep(3)
