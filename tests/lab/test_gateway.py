@@ -22,6 +22,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import ssl
 import subprocess
 import tarfile
 import time
@@ -39,6 +41,7 @@ ROUTER = "10.77.0.99"
 HTTP_URL = f"http://{ROUTER}:30000"
 HTTPS_URL = f"https://{ROUTER}:30000"
 LAB_CA = "/var/lib/sgl-lab/tls/ca.crt"
+VERIFY = ssl.create_default_context(cafile=LAB_CA) if os.path.exists(LAB_CA) else None
 KEY = "lab-secret-key"  # inventory/lab/group_vars/sglang_servers.yml (lab secret, plain on purpose)
 MODEL = "MiniMax-M3"
 # The toolkit before smg (its roles/sglang_router runs sglang-router 0.3.2): the fleet to migrate from.
@@ -78,7 +81,13 @@ def workers() -> dict[str, bool]:
 
 
 def exec_start(addr: str) -> str:
-    return ssh(addr, "systemctl show sglang.service -p ExecStart --value")
+    """The unit's command line (argv[] of systemctl show, without the runtime fields)."""
+    out = ssh(addr, "systemctl show sglang.service -p ExecStart --value")
+    return re.search(r"argv\[\]=(.*?) ;", out).group(1)
+
+
+def main_pid(addr: str) -> str:
+    return ssh(addr, "systemctl show sglang.service -p MainPID --value").strip()
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +135,13 @@ def test_tls_auth_and_plain_http_refused(fleet):
     assert run.rc == 0, run.out[-6000:]
     body = {"model": MODEL, "messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": 16}
     chat = HTTPS_URL + "/v1/chat/completions"
-    assert httpx.post(chat, json=body, timeout=60, verify=LAB_CA).status_code == 401
-    assert httpx.post(chat, json=body, timeout=60, verify=LAB_CA,
+    assert httpx.post(chat, json=body, timeout=60, verify=VERIFY).status_code == 401
+    assert httpx.post(chat, json=body, timeout=60, verify=VERIFY,
                       headers={"Authorization": "Bearer wrong-key"}).status_code == 401
-    ok = httpx.post(chat, json=body, timeout=60, verify=LAB_CA, headers={"Authorization": f"Bearer {KEY}"})
+    ok = httpx.post(chat, json=body, timeout=60, verify=VERIFY, headers={"Authorization": f"Bearer {KEY}"})
     assert ok.status_code == 200 and ok.json()["model"] == MODEL, ok.text
     # /v1/models of the gateway: the served model name (open without a key upstream)
-    assert [m["id"] for m in httpx.get(HTTPS_URL + "/v1/models", timeout=10, verify=LAB_CA).json()["data"]] == [MODEL]
+    assert [m["id"] for m in httpx.get(HTTPS_URL + "/v1/models", timeout=10, verify=VERIFY).json()["data"]] == [MODEL]
     # plain HTTP to the TLS port gets no HTTP answer
     with pytest.raises(httpx.HTTPError):
         httpx.post(HTTP_URL + "/v1/chat/completions", json=body, timeout=10, headers={"Authorization": f"Bearer {KEY}"})
@@ -154,6 +163,7 @@ def test_tls_auth_and_plain_http_refused(fleet):
 
 def test_crashing_engine_rolls_back_through_smg_with_zero_client_errors(fleet):
     before = {h: exec_start(a) for h, a in HOSTS.items()}
+    gw2_pid = main_pid(HOSTS["gw2"])
     run_id = "lab-gw-crash-" + time.strftime("%H%M%S")
     crash = json.dumps({"sglang_service_environment": {"SGL_LAB_LOAD_SECONDS": "3", "SGL_LAB_FAULT": "crash-after-load"}})
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -170,6 +180,7 @@ def test_crashing_engine_rolls_back_through_smg_with_zero_client_errors(fleet):
     assert [s["step"] for s in rep["steps"]][-1] == "restored"
     assert not (REPORTS / "redeploy" / run_id / "gw2.json").exists()  # the rollout stopped before gw2
     assert exec_start(HOSTS["gw1"]) == before["gw1"] and exec_start(HOSTS["gw2"]) == before["gw2"]
+    assert main_pid(HOSTS["gw2"]) == gw2_pid  # gw2 untouched: not even restarted
     assert "SGL_LAB_FAULT" not in ssh(HOSTS["gw1"], "systemctl show sglang -p Environment")
     assert workers() == WORKERS
     assert client.errors == [], client.errors[:10]
