@@ -669,15 +669,17 @@ class ProbeRunner(M3Probes):
     @property
     def client(self):
         if self._client is None:
-            import httpx
             import openai
 
+            extra = {}
+            if self.ca_file:  # the SDK's own client otherwise (its connection limits and defaults)
+                extra["http_client"] = openai.DefaultHttpxClient(timeout=self._httpx_timeout(), verify=self._verify())
             self._client = openai.OpenAI(
                 base_url=f"{self.base_url}/v1",
                 api_key=self.api_key or "EMPTY",
                 timeout=self._httpx_timeout(),
                 max_retries=0,
-                http_client=httpx.Client(timeout=self._httpx_timeout(), verify=self._verify()),
+                **extra,
             )
         return self._client
 
