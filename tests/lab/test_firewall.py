@@ -52,7 +52,7 @@ def local_get(url: str, key: str | None = None) -> int:
 
 
 def firewall_run(*extra: str):
-    return playbook("playbooks/serve.yml", "--tags", "firewall", *extra)
+    return playbook("playbooks/firewall.yml", *extra)
 
 
 def test_table_is_loaded_by_its_unit(site):
