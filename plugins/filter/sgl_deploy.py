@@ -19,6 +19,8 @@ called by their bare names:
 * ``plan | sgl_deploy_state_fact(install_result, exec_start, unit)`` -> the deploy-state fact (sglang.fact)
 * ``fact_text | sgl_deploy_state(unit_text)``      -> deploy state (fact, else the unit's ExecStart), flat
 * ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
+* ``hostvars | sgl_firewall_plan(host, groups, controller, settings, ssh_connection)`` -> the host's
+  gateway-only firewall: enabled, ports, sources, nft ruleset
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -43,6 +45,7 @@ from ansible.errors import AnsibleFilterError
 
 from sgl_deploy import argv as _argv
 from sgl_deploy import deploy_state as _deploy_state
+from sgl_deploy import firewall as _firewall
 from sgl_deploy import gpu_facts as _gpu_facts
 from sgl_deploy import hub as _hub
 from sgl_deploy import monitoring as _monitoring
@@ -141,7 +144,8 @@ def sgl_systemd_quote(argv: Any) -> str:
 
 _SCRAPE_VARS = ("ansible_host", "sglang_plan_port", "sglang_replicas", "sglang_plan_replicas",
                  "sglang_router_port", "sglang_router_prometheus_port",
-                 "sglang_plan_served_model_name", "sglang_plan_model_profile", "sglang_plan_sglang_version")
+                 "sglang_plan_served_model_name", "sglang_plan_model_profile", "sglang_plan_sglang_version",
+                 "sglang_firewall_enabled", "sglang_firewall_metrics_port")
 
 
 def sgl_scrape_targets(engines: list[str], routers: list[str], hostvars: Any, role: str) -> list[dict[str, Any]]:
@@ -186,12 +190,38 @@ def sgl_engine_port(host_vars: Any) -> int:
     return _ports.engine_port(hv)
 
 
+def sgl_firewall_plan(hostvars: Any, host: str, groups: Any, controller: Any = None,
+                      settings: Any = None, ssh_connection: Any = None) -> dict[str, Any]:
+    """The gateway-only firewall of ``host`` (``sgl_deploy.firewall.plan``): enabled, ports, sources, ruleset.
+    ``controller``: the configured controller addresses (a string or a list; empty: the client address in
+    ``ssh_connection``, the host's ``$SSH_CONNECTION``); ``settings``: the role's ``sglang_firewall_*``
+    values (role defaults are not in ``hostvars``)."""
+    if isinstance(controller, str):
+        controller = [controller]
+    controller = _firewall.controller_addresses(controller, ssh_connection)
+    keys = ("ansible_host", "sglang_plan_result", "sglang_plan_port", "sglang_replicas", "sglang_plan_replicas")
+    names = {str(host)}
+    for members in groups.values():
+        names.update(str(h) for h in members)
+    hv = {}
+    for name in names:
+        if name in hostvars:
+            source = hostvars[name]
+            hv[name] = {k: source.get(k) for k in keys if k in source}
+    hv.setdefault(str(host), {}).update(dict(settings or {}))
+    try:
+        return _firewall.plan(str(host), hv, {k: list(v) for k, v in groups.items()}, list(controller or []))
+    except _firewall.FirewallError as exc:
+        raise AnsibleFilterError(f"sgl_firewall_plan: {exc}") from None
+
+
 class FilterModule:
     """Ansible entry point."""
 
     def filters(self) -> dict[str, Any]:
         return {
             "sgl_gpu_facts": sgl_gpu_facts,
+            "sgl_firewall_plan": sgl_firewall_plan,
             "sgl_preflight_problems": sgl_preflight_problems,
             "sgl_nvidia_smi_problems": sgl_nvidia_smi_problems,
             "sgl_needs_fabric_manager": sgl_needs_fabric_manager,

@@ -4,6 +4,8 @@ One place decides which hosts serve metrics and where:
 
 * engines: the rank-0 hosts of the engine group (ranks >= 1 of a multi-node replica group serve no
   HTTP in SGLang: no ``/metrics``, no ``/health``); ``http://<ansible_host>:<sglang_plan_port>``;
+  metrics there too, or on the metrics relay (``sglang_firewall_metrics_port``, default 9480) when the
+  gateway-only firewall is on (:func:`sgl_deploy.firewall.scrape_port`);
 * gateways: every host of the router group; metrics on ``sglang_router_prometheus_port`` (default
   29000), the API on ``sglang_router_port`` (default 30000).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from sgl_deploy import ports
+from sgl_deploy import firewall, ports
 
 DEFAULT_ENGINE_PORT = ports.ENGINE_PORT
 DEFAULT_ROUTER_PORT = ports.ROUTER_PORT
@@ -61,12 +63,13 @@ def endpoints(
 ) -> list[Endpoint]:
     """Every engine host (all ranks, ``node_rank`` set) and every gateway, in inventory order."""
     out = []
+    routers = list(routers)
     for name in engines:
         hv = hostvars[name]
         group = replica_group(name, hv.get("sglang_replicas") or hv.get("sglang_plan_replicas"))
         port = ports.engine_port(hv)
-        out.append(Endpoint(name, "engine", str(hv.get("ansible_host") or name), port, port,
-                            group.index(name), group))
+        out.append(Endpoint(name, "engine", str(hv.get("ansible_host") or name), port,
+                            firewall.scrape_port(hv, routers), group.index(name), group))
     for name in routers:
         hv = hostvars[name]
         out.append(Endpoint(

@@ -1,7 +1,8 @@
 """Default ports: the one place each default lives.
 
 The role defaults (``sglang_plan_port`` in roles/sglang_plan, ``sglang_router_port`` and
-``sglang_router_prometheus_port`` in roles/sglang_router) repeat these numbers because
+``sglang_router_prometheus_port`` in roles/sglang_router, ``sglang_firewall_metrics_port`` in
+roles/sglang_firewall) repeat these numbers because
 argument specs need literals; tests/unit/test_ports.py fails when they differ. Everything else
 (the planner, the argv builder, monitoring, status, the probes and router roles through the
 filter ``sgl_engine_port``) reads them from here.
@@ -14,6 +15,10 @@ from typing import Any, Mapping
 ENGINE_PORT = 8000
 ROUTER_PORT = 30000
 ROUTER_METRICS_PORT = 29000
+# The metrics relay of an engine host behind the gateway-only firewall (roles/sglang_firewall): SGLang
+# serves /metrics only on its API port (0.5.23 has no separate metrics port in HTTP mode), which the
+# firewall closes to the monitoring hosts; the relay serves GET /metrics on this port instead.
+ENGINE_METRICS_RELAY_PORT = 9480
 
 
 def _port(value: Any) -> int | None:

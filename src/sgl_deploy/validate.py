@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
 from sgl_deploy import argv as _argv
+from sgl_deploy import firewall as _firewall
 from sgl_deploy import preflight as _preflight
 from sgl_deploy import probe as _probe
 from sgl_deploy import profiles as _profiles
@@ -37,6 +38,7 @@ ROLE_GROUPS: dict[str, str] = {
     "sglang_service": "sglang_servers",
     "probes": "sglang_servers",
     "sglang_watchdog": "sglang_servers",
+    "sglang_firewall": "sglang_servers",
     "sglang_router": "sglang_routers",
     "monitoring": "monitoring",
 }
@@ -51,6 +53,7 @@ ROLE_PREFIXES: dict[str, str] = {
     "probes": "probes",
     "sglang_router": "sglang_router",
     "sglang_watchdog": "sglang_watchdog",
+    "sglang_firewall": "sglang_firewall",
     "monitoring": "monitoring",
 }
 
@@ -83,7 +86,11 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PORT_VARIABLES = (
     "sglang_plan_port", "sglang_plan_dist_init_port", "sglang_router_port",
     "sglang_router_prometheus_port", "model_weights_fanout_port", "probes_port",
+    "sglang_firewall_metrics_port",
 )
+
+# Lists of IP addresses or CIDRs (nftables set elements of the gateway-only firewall).
+CIDR_LIST_VARIABLES = ("sglang_firewall_controller_addresses", "sglang_firewall_allowed_cidrs")
 
 URL_VARIABLES = (
     "model_weights_endpoint", "model_weights_hf_endpoint", "sglang_plan_hub_endpoint",
@@ -404,6 +411,30 @@ def router_tls_problems(host: str, vars_: Mapping[str, Any]) -> list[Problem]:
     return out
 
 
+def cidr_list_problems(host: str, variable: str, value: Any) -> list[Problem]:
+    """A list of IP addresses or CIDRs (the firewall's sources)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        return [problem(host, variable, value, "is not a list of IP addresses or CIDRs",
+                        f"set {variable} to a list, e.g. [10.0.0.5, 10.1.0.0/16]")]
+    out = []
+    for item in value:
+        what = _firewall.cidr_problem(item)
+        if what:
+            out.append(problem(host, variable, item, what, f"list addresses or CIDRs in {variable}, e.g. 10.1.0.0/16"))
+    return out
+
+
+def firewall_enabled_problem(host: str, variable: str, value: Any) -> Problem | None:
+    """``sglang_firewall_enabled``: auto, true or false."""
+    what = _firewall.enabled_value_problem(value)
+    if what:
+        return problem(host, variable, value, what,
+                       f"set {variable} to auto (on when the inventory has gateways), true or false")
+    return None
+
+
 def probe_names_problem(host: str, variable: str, value: Any) -> Problem | None:
     """Known probe names only (sgl_deploy.probe.PROBES and the optional ones)."""
     if value is None:
@@ -517,6 +548,11 @@ def host_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[
     for var in PROBE_NAME_VARIABLES:
         if var in vars_:
             add(probe_names_problem(host, var, vars_[var]))
+    for var in CIDR_LIST_VARIABLES:
+        if var in vars_:
+            out += cidr_list_problems(host, var, vars_[var])
+    if "sglang_firewall_enabled" in vars_:
+        add(firewall_enabled_problem(host, "sglang_firewall_enabled", vars_["sglang_firewall_enabled"]))
     if "sglang_plan_extra_args" in vars_:
         out += extra_args_problems(host, "sglang_plan_extra_args", vars_["sglang_plan_extra_args"])
     if "sglang_router_extra_args" in vars_:
@@ -530,7 +566,7 @@ def host_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[
 
 def host_ports(vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> dict[str, int]:
     """The ports this host listens on, by variable: engine and rendezvous on servers, router and its
-    metrics on routers, the weights mirror on fan-out hosts."""
+    metrics on routers, the weights mirror on fan-out hosts, the metrics relay unless the firewall is off."""
     groups = set(groups_of_host)
     wanted: list[str] = []
     if "sglang_servers" in groups:
@@ -540,6 +576,8 @@ def host_ports(vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> dict[
             wanted.append("sglang_plan_dist_init_port")
         if vars_.get("model_weights_source") == "fanout":
             wanted.append("model_weights_fanout_port")
+        if str(vars_.get("sglang_firewall_enabled", _firewall.AUTO)).lower() not in ("false", "no", "off", "0"):
+            wanted.append("sglang_firewall_metrics_port")
     if "sglang_routers" in groups:
         wanted += ["sglang_router_port", "sglang_router_prometheus_port"]
     ports = {}

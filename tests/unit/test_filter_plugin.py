@@ -41,7 +41,7 @@ def test_filter_names():
     assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_nvidia_smi_problems", "sgl_needs_fabric_manager",
                       "sgl_plan", "sgl_plan_attempt", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
                       "sgl_systemd_quote", "sgl_scrape_targets", "sgl_engine_port",
-                      "sgl_deploy_state_fact", "sgl_deploy_state", "sgl_fanout_plan"}
+                      "sgl_deploy_state_fact", "sgl_deploy_state", "sgl_fanout_plan", "sgl_firewall_plan"}
 
 
 def test_scrape_targets_rank0_engines_and_gateways():
@@ -52,11 +52,19 @@ def test_scrape_targets_rank0_engines_and_gateways():
         "b": {"ansible_host": "fd00::5"},
         "r": {"ansible_host": "10.0.0.9", "sglang_router_prometheus_port": 29100},
     }
-    engines = F["sgl_scrape_targets"](["a0", "a1", "b"], ["r"], hostvars, "engine")
+    # no gateway: the firewall is off (auto) and the engines are scraped on their own port
+    engines = F["sgl_scrape_targets"](["a0", "a1", "b"], [], hostvars, "engine")
     assert engines == [
         {"targets": ["10.0.0.1:8001"], "labels": {"instance_name": "a0", "role": "engine", "model": "M3"}},
         {"targets": ["[fd00::5]:8000"], "labels": {"instance_name": "b", "role": "engine"}},
     ]
+    # a gateway: the gateway-only firewall is on (auto): the metrics relay's port (sgl_deploy.firewall)
+    hostvars["b"]["sglang_firewall_metrics_port"] = 9500
+    assert [e["targets"] for e in F["sgl_scrape_targets"](["a0", "a1", "b"], ["r"], hostvars, "engine")] == [
+        ["10.0.0.1:9480"], ["[fd00::5]:9500"]]
+    hostvars["a0"]["sglang_firewall_enabled"] = False  # switched off for one host: its engine port again
+    assert [e["targets"] for e in F["sgl_scrape_targets"](["a0", "b"], ["r"], hostvars, "engine")] == [
+        ["10.0.0.1:8001"], ["[fd00::5]:9500"]]
     assert F["sgl_scrape_targets"](["a0"], ["r"], hostvars, "gateway") == [
         {"targets": ["10.0.0.9:29100"], "labels": {"instance_name": "r", "role": "gateway"}}]
 

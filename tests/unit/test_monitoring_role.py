@@ -53,8 +53,9 @@ def test_lab_configuration(tmp_path):
     etc = render(tmp_path, REPO / "inventory" / "lab" / "hosts.yml")
     engines = json.loads((etc / "file_sd" / "sglang-engines.json").read_text())
     gateways = json.loads((etc / "file_sd" / "sglang-gateways.json").read_text())
+    # the lab has a gateway, so the gateway-only firewall is on: Prometheus reads the metrics relay
     assert [(e["targets"], e["labels"]["instance_name"]) for e in engines] == [
-        (["10.77.0.11:8000"], "lab1"), (["10.77.0.12:8000"], "lab2")]
+        (["10.77.0.11:9480"], "lab1"), (["10.77.0.12:9480"], "lab2")]
     assert [(g["targets"], g["labels"]["instance_name"]) for g in gateways] == [(["10.77.0.20:29000"], "labrouter")]
     config = yaml.safe_load((etc / "prometheus.yml").read_text())
     assert config["global"]["scrape_interval"] == "2s" and config["global"]["evaluation_interval"] == "2s"
