@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import ssl
 import urllib.request
 
 from conftest import playbook, ssh
@@ -18,6 +19,7 @@ from conftest import playbook, ssh
 LAB1, LAB2, ROUTER, MON = "10.77.0.11", "10.77.0.12", "10.77.0.20", "10.77.0.21"
 ENGINE_PORT, RELAY_PORT = 8000, 9480
 PROM = f"http://{MON}:9090"
+LAB_CA = "/var/lib/sgl-lab/tls/ca.crt"  # the lab gateway serves TLS (labctl up makes the CA)
 KEY = "lab-secret-key"  # inventory/lab/group_vars/sglang_servers.yml
 # another table with an input chain, as an existing firewall has (nft command syntax: one line, ';' between)
 OTHER_TABLE = ("add table inet labother; add chain inet labother input { type filter hook input priority 10; "
@@ -47,7 +49,8 @@ def reach(from_addr: str, addr: str, port: int, path: str = "/health") -> str:
 
 def local_get(url: str, key: str | None = None) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+    context = ssl.create_default_context(cafile=LAB_CA) if url.startswith("https:") else None
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10, context=context) as resp:
         return resp.status
 
 
@@ -101,7 +104,7 @@ def test_probes_from_the_controller_and_through_the_gateway(site):
     for host in ("lab1", "lab2", "router"):
         report = json.loads((site.reports / host / "report.json").read_text())
         assert report["passed"], report
-    assert local_get(f"http://{ROUTER}:30000/v1/models", KEY) == 200
+    assert local_get(f"https://{ROUTER}:30000/v1/models", KEY) == 200
 
 
 def test_rerun_changes_nothing_and_keeps_other_tables(site):
