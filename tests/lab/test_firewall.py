@@ -10,8 +10,8 @@ run, and switching the firewall off deletes only the toolkit's table (then it is
 from __future__ import annotations
 
 import json
-import time
 import ssl
+import time
 import urllib.request
 
 from conftest import playbook, ssh
