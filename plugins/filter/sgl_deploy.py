@@ -19,6 +19,7 @@ called by their bare names:
 * ``plan | sgl_deploy_state_fact(install_result, exec_start, unit)`` -> the deploy-state fact (sglang.fact)
 * ``fact_text | sgl_deploy_state(unit_text)``      -> deploy state (fact, else the unit's ExecStart), flat
 * ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
+* ``backup | sgl_redeploy_report(run_id=..., ...)`` -> a host's redeploy report (playbooks/redeploy.yml)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -49,6 +50,7 @@ from sgl_deploy import monitoring as _monitoring
 from sgl_deploy import planner as _planner
 from sgl_deploy import ports as _ports
 from sgl_deploy import preflight as _preflight
+from sgl_deploy import redeploy as _redeploy
 from sgl_deploy import weights as _weights
 from sgl_deploy.profiles import ProfileError
 
@@ -186,6 +188,16 @@ def sgl_engine_port(host_vars: Any) -> int:
     return _ports.engine_port(hv)
 
 
+def sgl_redeploy_report(backup: Any, **kwargs: Any) -> dict[str, Any]:
+    """A host's redeploy report (``sgl_deploy.redeploy.host_report``); ``steps`` are added by
+    ``sgl-deploy redeploy`` from the runner's events."""
+    try:
+        return _redeploy.host_report(dict(backup or {}), **{k: (dict(v) if isinstance(v, dict) else v)
+                                                            for k, v in kwargs.items()})
+    except TypeError as exc:
+        raise AnsibleFilterError(f"sgl_redeploy_report: {exc}") from exc
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -207,4 +219,5 @@ class FilterModule:
             "sgl_engine_port": sgl_engine_port,
             "sgl_deploy_state_fact": sgl_deploy_state_fact,
             "sgl_deploy_state": sgl_deploy_state,
+            "sgl_redeploy_report": sgl_redeploy_report,
         }
