@@ -19,6 +19,7 @@ called by their bare names:
 * ``plan | sgl_deploy_state_fact(install_result, exec_start, unit)`` -> the deploy-state fact (sglang.fact)
 * ``fact_text | sgl_deploy_state(unit_text)``      -> deploy state (fact, else the unit's ExecStart), flat
 * ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
+* ``sglang_watchdog_port | default(none) | sgl_watchdog_port`` -> the group watchdog's port (set, else the default)
 * ``backup | sgl_redeploy_report(run_id=..., ...)`` -> a host's redeploy report (playbooks/redeploy.yml)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
@@ -188,6 +189,11 @@ def sgl_engine_port(host_vars: Any) -> int:
     return _ports.engine_port(hv)
 
 
+def sgl_watchdog_port(value: Any = None) -> int:
+    """The group watchdog's port: ``value`` when set, else the one default (``ports.WATCHDOG_PORT``)."""
+    return _ports.watchdog_port(value)
+
+
 def sgl_redeploy_report(backup: Any, **kwargs: Any) -> dict[str, Any]:
     """A host's redeploy report (``sgl_deploy.redeploy.host_report``); ``steps`` are added by
     ``sgl-deploy redeploy`` from the runner's events."""
@@ -220,4 +226,5 @@ class FilterModule:
             "sgl_deploy_state_fact": sgl_deploy_state_fact,
             "sgl_deploy_state": sgl_deploy_state,
             "sgl_redeploy_report": sgl_redeploy_report,
+            "sgl_watchdog_port": sgl_watchdog_port,
         }

@@ -43,6 +43,11 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# shipped next to this script: the readiness gate's code (plugins/module_utils/sgl_ready.py), the one
+# copy of connected_to (whether this host holds an ESTABLISHED TCP connection to host:port)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sgl_ready import connected_to  # noqa: E402
+
 NAME = "sgl-group-watchdog"
 
 
@@ -93,19 +98,6 @@ def read_lock(path: str, max_age_s: float, now: float) -> dict | None:
     return {"holder": str(data.get("holder") or "a deploy"), "since": since, "expires_at": expires}
 
 
-def _proc_ip(hex_addr: str, family: int) -> str:
-    raw = bytes.fromhex(hex_addr)
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    text = socket.inet_ntop(family, raw)
-    return text[7:] if text.startswith("::ffff:") and "." in text else text
-
-
-def connected_to(host: str, port: int, tables=("/proc/net/tcp", "/proc/net/tcp6")) -> bool:
-    """Whether this host holds an ESTABLISHED TCP connection to host:port (as sgl_ready.py checks)."""
-    try:
-        ips = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
-    except OSError:
-        return False
     for table in tables:
         family = socket.AF_INET6 if table.endswith("6") else socket.AF_INET
         try:
