@@ -297,7 +297,8 @@ def timeline(events, playbook: str = DEFAULT_PLAYBOOK) -> dict[str, list[dict]]:
     """Per host, the redeploy steps (step, host, status, started, finished, duration_s) from
     ansible-runner's events. A task of the playbook named ``<Phase> | ...`` (PHASES) opens that phase
     for its host; every task result of the host after it (the roles it includes, too) belongs to
-    it, up to the next playbook task. A phase is ``failed`` when one of its results failed (not
+    it, up to the next playbook task with a ``<Prefix> | `` name (``Failed``, ``Done``, ``Report``
+    close it). A phase is ``failed`` when one of its results failed (not
     ignored), ``skipped`` when all were skipped, else ``ok``."""
     name = Path(playbook).name
     current: dict[str, str | None] = {}
@@ -309,8 +310,11 @@ def timeline(events, playbook: str = DEFAULT_PLAYBOOK) -> dict[str, list[dict]]:
         if not status or not host:
             continue
         path = str(data.get("task_path") or "").rsplit(":", 1)[0]
-        if Path(path).name == name:
-            prefix = str(data.get("task") or "").split(" | ", 1)[0].strip()
+        task = str(data.get("task") or "")
+        # a task of the playbook named "<Prefix> | ..." opens a phase (or, with another prefix, closes
+        # it); the playbook's other events (the roles' argument checks carry its path) change nothing
+        if Path(path).name == name and " | " in task:
+            prefix = task.split(" | ", 1)[0].strip()
             current[host] = prefix if prefix in PHASES else None
         phase = current.get(host)
         if phase is None:

@@ -261,6 +261,8 @@ def test_timeline_phases_skips_ignored_errors_and_other_playbooks():
         ev("runner_on_skipped", "h1", "Drain | Take this host out", t=2),
         ev("runner_on_skipped", "h1", "Worker | ask", "/p/roles/r/tasks/worker.yml", t=2),
         ev("runner_on_ok", "h1", "Install | Build", t=3),
+        # a role's argument check carries the playbook's path (and no "Prefix |"): it stays in the phase
+        ev("runner_on_ok", "h1", "Validating arguments against arg spec 'main' - Install", t=3),
         ev("runner_on_failed", "h1", "Uv | probe", "/p/roles/i/tasks/uv.yml", t=4, ignore_errors=True),
         ev("runner_on_unreachable", "h2", "Install | Build", t=3),
         {"event": "playbook_on_stats", "event_data": {}},
