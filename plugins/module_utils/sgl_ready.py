@@ -80,14 +80,19 @@ def connected_to(host: str, port: int, tables=("/proc/net/tcp", "/proc/net/tcp6"
 
 
 def api_key(path: str | None) -> str | None:
-    """The ``api-key:`` line of the service's config file (None: no file or no key)."""
+    """``api-key`` from the service role's config file (``api-key: "<json string>"``); None: no file or no key."""
     if not path:
         return None
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("api-key:"):
-                    return line.split(":", 1)[1].strip().strip("'\"")
+                    raw = line.split(":", 1)[1].strip()
+                    try:
+                        value = json.loads(raw)
+                    except ValueError:
+                        value = raw.strip("'\"")
+                    return str(value) if value else None
     except OSError:
         return None
     return None
