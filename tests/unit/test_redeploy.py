@@ -515,3 +515,24 @@ def test_systemd_units_render_and_verify(tmp_path):
                               capture_output=True, text=True)
         problems = [ln for ln in proc.stderr.splitlines() if "sgl-deploy-redeploy" in ln]
         assert not problems, proc.stderr
+
+
+def _task_names(tasks) -> list[str]:
+    out = []
+    for task in tasks or []:
+        out.append(task.get("name", ""))
+        for key in ("block", "rescue", "always"):
+            out.extend(_task_names(task.get(key)))
+    return out
+
+
+def test_the_playbook_names_the_timeline_phases():
+    """Every "<Prefix> | " of playbooks/redeploy.yml is a phase of the timeline or one that closes it."""
+    import yaml
+
+    text = (REPO / redeploy.DEFAULT_PLAYBOOK).read_text()
+    plays = yaml.safe_load(text)
+    names = [n for play in plays for n in _task_names(play.get("tasks"))]
+    prefixes = {n.split(" | ", 1)[0] for n in names if " | " in n}
+    assert prefixes - {"Failed", "Done", "Report"} == set(redeploy.PHASES)
+    assert len(text.splitlines()) <= 150  # the state machine lives in sgl_deploy.redeploy, not in set_fact appends
