@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 """sgl_poll: run a status command on the host every ``interval`` seconds until it reports done.
 
-Generic controller-side watcher for long host-side work (the weights download, the SGLang
-readiness gate). The command prints ONE JSON object per run::
+Generic controller-side watcher for long host-side work (the weights download; the SGLang
+readiness gate, action ``sgl_ready``, runs its module in this loop). The command prints ONE JSON
+object per run::
 
     {"done": bool, "failed": bool, "line": "progress text", "lines": ["..."], "msg": "..."}
 

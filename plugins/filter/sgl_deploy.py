@@ -21,6 +21,8 @@ called by their bare names:
 * ``hostvars[host] | sgl_engine_port``             -> the host's engine port (plan, sglang_plan_port, default)
 * ``hostvars | sgl_firewall_plan(host, groups, controller, settings, ssh_connection)`` -> the host's
   gateway-only firewall: enabled, ports, sources, nft ruleset
+* ``sglang_watchdog_port | default(none) | sgl_watchdog_port`` -> the group watchdog's port (set, else the default)
+* ``backup | sgl_redeploy_report(run_id=..., ...)`` -> a host's redeploy report (playbooks/redeploy.yml)
 
 The package is imported from the installed distribution, or else from ``<repo>/src``
 (relative to this file: ``../../src``), so a checkout works without ``pip install``.
@@ -52,6 +54,7 @@ from sgl_deploy import monitoring as _monitoring
 from sgl_deploy import planner as _planner
 from sgl_deploy import ports as _ports
 from sgl_deploy import preflight as _preflight
+from sgl_deploy import redeploy as _redeploy
 from sgl_deploy import weights as _weights
 from sgl_deploy.profiles import ProfileError
 
@@ -215,6 +218,21 @@ def sgl_firewall_plan(hostvars: Any, host: str, groups: Any, controller: Any = N
         raise AnsibleFilterError(f"sgl_firewall_plan: {exc}") from None
 
 
+def sgl_watchdog_port(value: Any = None) -> int:
+    """The group watchdog's port: ``value`` when set, else the one default (``ports.WATCHDOG_PORT``)."""
+    return _ports.watchdog_port(value)
+
+
+def sgl_redeploy_report(backup: Any, **kwargs: Any) -> dict[str, Any]:
+    """A host's redeploy report (``sgl_deploy.redeploy.host_report``); ``steps`` are added by
+    ``sgl-deploy redeploy`` from the runner's events."""
+    try:
+        return _redeploy.host_report(dict(backup or {}), **{k: (dict(v) if isinstance(v, dict) else v)
+                                                            for k, v in kwargs.items()})
+    except TypeError as exc:
+        raise AnsibleFilterError(f"sgl_redeploy_report: {exc}") from exc
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -237,4 +255,6 @@ class FilterModule:
             "sgl_engine_port": sgl_engine_port,
             "sgl_deploy_state_fact": sgl_deploy_state_fact,
             "sgl_deploy_state": sgl_deploy_state,
+            "sgl_redeploy_report": sgl_redeploy_report,
+            "sgl_watchdog_port": sgl_watchdog_port,
         }

@@ -2,7 +2,8 @@
 
 The role defaults (``sglang_plan_port`` in roles/sglang_plan, ``sglang_router_port`` and
 ``sglang_router_prometheus_port`` in roles/sglang_router, ``sglang_firewall_metrics_port`` in
-roles/sglang_firewall) repeat these numbers because
+roles/sglang_firewall, ``sglang_watchdog_port`` in roles/sglang_watchdog) and the watchdog script's own
+fallback repeat these numbers because
 argument specs need literals; tests/unit/test_ports.py fails when they differ. Everything else
 (the planner, the argv builder, monitoring, status, the probes and router roles through the
 filter ``sgl_engine_port``) reads them from here.
@@ -19,6 +20,7 @@ ROUTER_METRICS_PORT = 29000
 # serves /metrics only on its API port (0.5.23 has no separate metrics port in HTTP mode), which the
 # firewall closes to the monitoring hosts; the relay serves GET /metrics on this port instead.
 ENGINE_METRICS_RELAY_PORT = 9480
+WATCHDOG_PORT = 20090  # the group watchdog's GET /state (roles/sglang_watchdog, multi-node groups)
 
 
 def _port(value: Any) -> int | None:
@@ -39,3 +41,9 @@ def engine_port(hostvars: Mapping[str, Any] | None) -> int:
         if port is not None:
             return port
     return ENGINE_PORT
+
+
+def watchdog_port(value: Any = None) -> int:
+    """The group watchdog's port: ``value`` (``sglang_watchdog_port`` when set), else WATCHDOG_PORT."""
+    port = _port(value)
+    return WATCHDOG_PORT if port is None else port

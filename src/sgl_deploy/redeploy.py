@@ -210,6 +210,166 @@ def percent_value(text: str) -> int:
     return value
 
 
+# ---------------------------------------------------------------- the per-host report (playbook side)
+
+#: old/new fields of a report, and the ones whose change is reported
+VERSION_FIELDS = ("sglang_version", "model_id", "model_revision", "model_path", "venv", "argv_sha1", "exec_start")
+
+
+def probe_report_path(probe_dir: str, which: str, stamp: str, host: str) -> str:
+    return f"{probe_dir}/{which}/{stamp}/{host}/report.json"
+
+
+def host_report(backup: dict | None, *, run_id: str, host: str, status: str, started: str, finished: str,
+                failure: dict | None = None, plan: dict | None = None, install: dict | None = None,
+                state: dict | None = None, old_url: str = "", probe_dir: str = "", new_stamp: str = "",
+                last_stamp: str = "") -> dict:
+    """The redeploy report of one host, as playbooks/redeploy.yml writes it (filter sgl_redeploy_report).
+
+    ``backup`` is the serve role's record of what ran before (sglang_service_backup), ``plan``,
+    ``install`` and ``state`` the new plan, install result and deploy state (sglang_service_state, set
+    once the new unit was rendered). ``new_stamp`` is the probes' stamp of the new version ('' when it
+    was not probed), ``last_stamp`` the probes' last stamp: when it differs, the previous version was
+    probed after a rollback. ``steps`` stays empty: ``sgl-deploy redeploy`` fills it from the events."""
+    old, plan, install, state = dict(backup or {}), dict(plan or {}), dict(install or {}), dict(state or {})
+    exec_start = str(state.get("exec_start") or "")
+    new = {
+        "sglang_version": install.get("version") or plan.get("sglang_version") or "",
+        "model_id": plan.get("model_id") or "",
+        "model_revision": plan.get("model_revision") or "",
+        "model_path": plan.get("model_path") or "",
+        "venv": install.get("venv_path") or "",
+        "argv_sha1": hashlib.sha1(exec_start.encode()).hexdigest() if exec_start else "",
+        "exec_start": exec_start,
+    }
+    before = {k: str(old.get(k) or "") for k in VERSION_FIELDS}
+    changed = {k: before[k] != (new[k] or before[k]) for k in ("sglang_version", "model_revision", "venv")}
+    changed["argv"] = bool(new["argv_sha1"]) and new["argv_sha1"] != before["argv_sha1"]
+    probes = {}
+    if new_stamp:
+        probes["new"] = probe_report_path(probe_dir, "new", new_stamp, host)
+    if last_stamp and last_stamp != new_stamp:
+        probes["old"] = probe_report_path(probe_dir, "old", last_stamp, host)
+    return {
+        "run_id": run_id, "host": host, "status": status, "started": started, "finished": finished,
+        "steps": [], "failure": dict(failure or {}),
+        "old": {**before, "url": old_url if backup else ""}, "new": new,
+        "changed": changed, "probe_reports": probes,
+    }
+
+
+# ---------------------------------------------------------------- the step timeline (runner side)
+
+#: playbook task-name prefix -> (step when done, step when failed, extra fields)
+PHASES: dict[str, tuple[str, str, dict]] = {
+    "Plan": ("planned", "plan", {}),
+    "Record": ("recorded", "record", {}),
+    "Drain": ("drained", "drain", {}),
+    "Install": ("installed", "install", {}),
+    "Weights": ("weights", "weights", {}),
+    "Switch": ("switched", "switch", {}),
+    "Probe": ("probed", "probe", {}),
+    "Restore": ("restored", "restore", {}),
+    "Prune": ("pruned", "prune", {}),
+    "Rollback": ("rolled_back", "rollback", {}),
+    "Rollback probe": ("probed", "rollback", {"version": "previous"}),
+    "Rollback restore": ("restored", "rollback", {}),
+}
+_HOST_EVENTS = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
+                "runner_on_unreachable": "failed"}
+
+
+def _stamp(text: str | None) -> str:
+    """ansible-runner's ISO time (``2026-11-29T16:28:56.901705+00:00``) -> ``2026-11-29T16:28:56Z``."""
+    return (text or "")[:19] + "Z" if text else ""
+
+
+def _seconds(text: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def timeline(events, playbook: str = DEFAULT_PLAYBOOK) -> dict[str, list[dict]]:
+    """Per host, the redeploy steps (step, host, status, started, finished, duration_s) from
+    ansible-runner's events. A task of the playbook named ``<Phase> | ...`` (PHASES) opens that phase
+    for its host; every task result of the host after it (the roles it includes, too) belongs to
+    it, up to the next playbook task with a ``<Prefix> | `` name (``Failed``, ``Done``, ``Report``
+    close it). A phase is ``failed`` when one of its results failed (not
+    ignored), ``skipped`` when all were skipped, else ``ok``."""
+    name = Path(playbook).name
+    current: dict[str, str | None] = {}
+    segments: dict[str, list[dict]] = {}
+    for event in events or []:
+        status = _HOST_EVENTS.get(event.get("event", ""))
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        if not status or not host:
+            continue
+        path = str(data.get("task_path") or "").rsplit(":", 1)[0]
+        task = str(data.get("task") or "")
+        # a task of the playbook named "<Prefix> | ..." opens a phase (or, with another prefix, closes
+        # it); the playbook's other events (the roles' argument checks carry its path) change nothing
+        if Path(path).name == name and " | " in task:
+            prefix = task.split(" | ", 1)[0].strip()
+            current[host] = prefix if prefix in PHASES else None
+        phase = current.get(host)
+        if phase is None:
+            continue
+        if status == "failed" and data.get("ignore_errors"):
+            status = "ok"
+        segs = segments.setdefault(host, [])
+        if not segs or segs[-1]["phase"] != phase:
+            segs.append({"phase": phase, "results": [], "start": None, "end": None, "failed_task": ""})
+        seg = segs[-1]
+        seg["results"].append(status)
+        start = _seconds(data.get("start"))
+        end = _seconds(data.get("end")) or (start + float(data.get("duration") or 0) if start is not None else None)
+        if start is not None and (seg["start"] is None or start < seg["start"][0]):
+            seg["start"] = (start, data.get("start"))
+        if end is not None and (seg["end"] is None or end > seg["end"][0]):
+            seg["end"] = (end, data.get("end") or data.get("start"))
+        if status == "failed" and not seg["failed_task"]:
+            seg["failed_task"] = str(data.get("task") or "")
+    out: dict[str, list[dict]] = {}
+    for host, segs in segments.items():
+        for seg in segs:
+            done, failed, extra = PHASES[seg["phase"]]
+            status = ("failed" if "failed" in seg["results"]
+                      else "skipped" if all(r == "skipped" for r in seg["results"]) else "ok")
+            step = {"step": failed if status == "failed" else done, "host": host, "status": status,
+                    "started": _stamp(seg["start"][1]) if seg["start"] else "",
+                    "finished": _stamp(seg["end"][1]) if seg["end"] else "",
+                    "duration_s": round(seg["end"][0] - seg["start"][0], 1) if seg["start"] and seg["end"] else None,
+                    **extra}
+            if seg["failed_task"]:
+                step["detail"] = seg["failed_task"]
+            out.setdefault(host, []).append(step)
+    return out
+
+
+def add_timelines(report_dir: Path, events, playbook: str = DEFAULT_PLAYBOOK) -> dict[str, list[dict]]:
+    """Write each host's timeline into its report (``steps``) and name the failed step
+    (``failure.step``: the first failed phase) when the playbook could not."""
+    steps = timeline(events, playbook)
+    for host, host_steps in steps.items():
+        path = Path(report_dir) / f"{host}.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        data["steps"] = host_steps
+        failure = data.get("failure") or {}
+        if failure and not failure.get("step"):
+            failure["step"] = next((s["step"] for s in host_steps if s["status"] == "failed"), "")
+            data["failure"] = failure
+        write_json(path, data)
+    return steps
+
+
 # ---------------------------------------------------------------- the run and its summary
 
 
@@ -361,6 +521,7 @@ def run(args: argparse.Namespace) -> int:
         stop["signal"] = signum
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    events: list = []
     try:
         pdd.mkdir(parents=True, exist_ok=True, mode=0o700)
         extravars = {**user_vars, "redeploy_run_id": run_id, "redeploy_serial": args.serial,
@@ -384,12 +545,14 @@ def run(args: argparse.Namespace) -> int:
             cancel_callback=lambda: stop["signal"] is not None,
         )
         status, rc, stats = runner.status, runner.rc, runner.stats
+        events = list(runner.events)
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         finished = time.time()
         lock.release()
 
+    add_timelines(report_root / run_id, events, playbook)
     reports = collect_reports(report_root / run_id)
     summary = build_summary(run_id=run_id, status=status, rc=rc, stats=stats, reports=reports, started=started,
                             finished=finished, inventory=inventory, playbook=playbook, limit=args.limit,

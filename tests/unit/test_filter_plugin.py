@@ -41,7 +41,8 @@ def test_filter_names():
     assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_nvidia_smi_problems", "sgl_needs_fabric_manager",
                       "sgl_plan", "sgl_plan_attempt", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
                       "sgl_systemd_quote", "sgl_scrape_targets", "sgl_engine_port",
-                      "sgl_deploy_state_fact", "sgl_deploy_state", "sgl_fanout_plan", "sgl_firewall_plan"}
+                      "sgl_deploy_state_fact", "sgl_deploy_state", "sgl_fanout_plan", "sgl_firewall_plan",
+                      "sgl_redeploy_report", "sgl_watchdog_port"}
 
 
 def test_scrape_targets_rank0_engines_and_gateways():

@@ -20,7 +20,7 @@ UTILS = tuple(sorted(p.stem for p in (REPO / "plugins" / "module_utils").glob("*
 
 
 def test_there_are_modules():
-    assert "sgl_sglang_check" in MODULES
+    assert {"sgl_sglang_check", "sgl_router_workers", "sgl_ready"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -29,7 +29,7 @@ def _load(path: Path, name: str):
 
 
 HOST_FILTERS = _load(REPO / "plugins/filter/sgl_host.py", "sgl_host_filters").FilterModule().filters()
-READY = _load(REPO / "roles/sglang_service/files/sgl_ready.py", "sgl_ready")
+READY = _load(REPO / "plugins/module_utils/sgl_ready.py", "sgl_ready")  # also shipped with the watchdog
 
 # --------------------------------------------------------------------------- planner (issue 9 must-show)
 
@@ -136,12 +136,12 @@ def test_worker_readiness_sees_the_rendezvous_connection():
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
     try:
-        assert not READY.connected_to(f"127.0.0.1:{port}")
+        assert not READY.connected_to("127.0.0.1", port)
         client = socket.create_connection(("127.0.0.1", port))
         peer, _ = srv.accept()
-        assert READY.connected_to(f"127.0.0.1:{port}")
-        assert READY.connected_to(f"localhost:{port}")
-        assert not READY.connected_to(f"127.0.0.1:{port + 1 if port < 65535 else port - 1}")
+        assert READY.connected_to("127.0.0.1", port)
+        assert READY.connected_to("localhost", port)
+        assert not READY.connected_to("127.0.0.1", port + 1 if port < 65535 else port - 1)
         client.close()
         peer.close()
     finally:
@@ -149,4 +149,4 @@ def test_worker_readiness_sees_the_rendezvous_connection():
     assert READY.split_addr("[fd00::1]:20000") == ("fd00::1", 20000)
     assert READY._proc_ip("0100007F", socket.AF_INET) == "127.0.0.1"
     assert READY._proc_ip("0000000000000000FFFF00000100007F", socket.AF_INET6) == "127.0.0.1"
-    assert not READY.connected_to("no-such-host.invalid:1")
+    assert not READY.connected_to(*READY.split_addr("no-such-host.invalid:1"))

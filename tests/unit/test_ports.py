@@ -21,6 +21,7 @@ def _defaults(role: str) -> dict:
     ("sglang_plan", "sglang_plan_port", ports.ENGINE_PORT),
     ("sglang_router", "sglang_router_port", ports.ROUTER_PORT),
     ("sglang_router", "sglang_router_prometheus_port", ports.ROUTER_METRICS_PORT),
+    ("sglang_watchdog", "sglang_watchdog_port", ports.WATCHDOG_PORT),
 ])
 def test_role_defaults_match_the_package(role, var, value):
     assert _defaults(role)[var] == value
@@ -49,7 +50,7 @@ def test_engine_port(hv, port):
 
 # a fallback literal for a port outside its owner: `default(8000)`, `or 30000`, `, 29000)` ...
 _LITERAL = re.compile(r"(default\(\s*|\bor\s+|get\([^)]*,\s*)(%s)\b" % "|".join(
-    str(p) for p in (ports.ENGINE_PORT, ports.ROUTER_PORT, ports.ROUTER_METRICS_PORT)))
+    str(p) for p in (ports.ENGINE_PORT, ports.ROUTER_PORT, ports.ROUTER_METRICS_PORT, ports.WATCHDOG_PORT)))
 
 
 def _sources():
@@ -67,6 +68,19 @@ def test_no_second_port_fallback():
 def test_literal_pattern_can_fail():
     assert _LITERAL.search('probes_port: "{{ sglang_plan_result.port | default(30000) }}"')
     assert _LITERAL.search('port=int(v.get("sglang_plan_port") or 8000)')
+    assert _LITERAL.search("{{ (sglang_watchdog_port | default(20090)) if x else none }}")
+
+
+def test_watchdog_port_one_default():
+    import importlib.util
+
+    assert ports.watchdog_port() == ports.watchdog_port("{{ x }}") == ports.WATCHDOG_PORT
+    assert ports.watchdog_port("20190") == 20190
+    path = ROOT / "roles/sglang_watchdog/files/sgl_group_watchdog.py"
+    spec = importlib.util.spec_from_file_location("sgl_group_watchdog_ports", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.DEFAULTS["port"] == ports.WATCHDOG_PORT  # the script's fallback (stdlib, no import of ports)
 
 
 def test_filter_sgl_engine_port():

@@ -147,8 +147,41 @@ def project(tmp_path):
     return root, inv
 
 
+PB = "/p/playbooks/redeploy.yml"
+
+
+def ev(event: str, host: str, task: str, path: str = PB, t: float = 0.0, dur: float = 1.0, **more) -> dict:
+    """One ansible-runner host event (as in artifacts/<ident>/job_events)."""
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_800_000_000 + t)) + ".250000+00:00"
+    end = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_800_000_000 + t + dur)) + ".250000+00:00"
+    return {"event": event, "event_data": {"host": host, "task": task, "task_path": f"{path}:12", "start": start,
+                                           "end": end, "duration": dur, **more}}
+
+
+def host_events(host: str, fail_at: str | None = None, t0: float = 0.0) -> list[dict]:
+    """The events of one host through the real playbook's phases (include tasks, then role tasks)."""
+    role = "/p/roles/x/tasks/main.yml"
+    out, t = [], t0
+    for phase in ("Plan", "Record", "Drain", "Install", "Weights", "Switch", "Probe", "Restore", "Prune"):
+        out.append(ev("runner_on_ok", host, f"{phase} | include", t=t, dur=0.1))
+        failed = phase == fail_at
+        out.append(ev("runner_on_ok", host, "Role | work", role, t=t + 1, dur=2))
+        out.append(ev("runner_on_skipped", host, "Role | optional", role, t=t + 3, dur=0.1))
+        if failed:
+            out.append(ev("runner_on_failed", host, "Role | check", role, t=t + 4, dur=1))
+            out.append(ev("runner_on_ok", host, "Failed | Remember why this host failed", t=t + 5, dur=0.1))
+            for rb in ("Rollback", "Rollback probe", "Rollback restore"):
+                out.append(ev("runner_on_ok", host, f"{rb} | include", t=t + 6, dur=0.1))
+                out.append(ev("runner_on_ok", host, "Rollback | role work", role, t=t + 7, dur=3))
+                t += 10
+            break
+        t += 10
+    out.append(ev("runner_on_ok", host, "Report | Write the report", t=t + 20, dur=0.5))
+    return out
+
+
 class FakeRunner:
-    """Stands in for ansible_runner: writes the per-host reports the playbook would write."""
+    """Stands in for ansible_runner: writes the per-host reports the playbook would write, and its events."""
 
     def __init__(self, statuses: dict[str, str], rc: int = 0):
         self.statuses, self.rc, self.calls = statuses, rc, []
@@ -160,12 +193,14 @@ class FakeRunner:
         out.mkdir(parents=True, exist_ok=True)
         for host, status in self.statuses.items():
             report = {"host": host, "status": status, "steps": [], "probe_reports": {"new": f"/r/{host}.json"},
-                      "failure": {} if status == "succeeded" else {"step": "probe", "msg": "failed probes: tools"},
+                      "failure": {} if status == "succeeded" else {"task": "Role | check", "msg": "failed probes: tools"},
                       "old": {"venv": "/opt/sglang/venvs/sglang-0.5.23"}, "new": {"venv": "/opt/sglang/venvs/sglang-0.5.23"}}
             (out / f"{host}.json").write_text(json.dumps(report))
         art = Path(kw["private_data_dir"]) / "artifacts" / kw["ident"]
         art.mkdir(parents=True)
-        return SimpleNamespace(status="successful" if self.rc == 0 else "failed", rc=self.rc,
+        events = [e for i, h in enumerate(self.statuses) for e in
+                  host_events(h, None if self.statuses[h] == "succeeded" else "Probe", t0=200 * i)]
+        return SimpleNamespace(status="successful" if self.rc == 0 else "failed", rc=self.rc, events=iter(events),
                                stats={"ok": {h: 10 for h in self.statuses},
                                       "changed": {h: 3 for h in self.statuses},
                                       "failures": {h: 1 for h, s in self.statuses.items() if s != "succeeded"}})
@@ -193,6 +228,13 @@ def test_successful_run_writes_summary_and_exits_0(project, monkeypatch):
     assert summary["reports"]["h1"]["report"].endswith("reports/redeploy/run-1/h1.json")
     assert summary["reports"]["h1"]["probe_reports"] == {"new": "/r/h1.json"}
     assert summary["extra_var_names"] == ["sglang_plan_mem_fraction_static"]  # names only, never values
+    # the step timeline, from the runner's events, is in each report
+    report = json.loads((root / "reports/redeploy/run-1/h2.json").read_text())
+    assert [(s["step"], s["host"], s["status"]) for s in report["steps"]] == [
+        ("planned", "h2", "ok"), ("recorded", "h2", "ok"), ("drained", "h2", "ok"), ("installed", "h2", "ok"),
+        ("weights", "h2", "ok"), ("switched", "h2", "ok"), ("probed", "h2", "ok"), ("restored", "h2", "ok"),
+        ("pruned", "h2", "ok")]
+    assert report["steps"][0]["duration_s"] == 3.0 and report["steps"][0]["started"] == "2027-01-15T08:03:20Z"
     assert "0.8" not in json.dumps(summary["settings"])
     # the lock is free again and empty
     assert (root / "locks").is_dir() and all(p.read_text() == "" for p in (root / "locks").iterdir())
@@ -205,6 +247,52 @@ def test_rolled_back_run_exits_1(project, monkeypatch, capsys):
     summary = json.loads((root / "artifacts/runs/run-1/summary.json").read_text())
     assert summary["rolled_back"] == ["h1"] and summary["result"] == "failed"
     assert "h1: rolled_back at step probe: failed probes: tools" in capsys.readouterr().err
+    report = json.loads((root / "reports/redeploy/run-1/h1.json").read_text())
+    assert report["failure"]["step"] == "probe"  # named from the timeline
+    assert [(s["step"], s["status"]) for s in report["steps"]][-5:] == [
+        ("switched", "ok"), ("probe", "failed"), ("rolled_back", "ok"), ("probed", "ok"), ("restored", "ok")]
+    assert report["steps"][-2]["version"] == "previous" and report["steps"][-4]["detail"] == "Role | check"
+
+
+def test_timeline_phases_skips_ignored_errors_and_other_playbooks():
+    events = [
+        ev("runner_on_ok", "h1", "Plan | Read the GPUs", "/p/playbooks/validate.yml"),  # another playbook: no phase
+        ev("runner_on_ok", "h1", "Check the controller", t=1),
+        ev("runner_on_skipped", "h1", "Drain | Take this host out", t=2),
+        ev("runner_on_skipped", "h1", "Worker | ask", "/p/roles/r/tasks/worker.yml", t=2),
+        ev("runner_on_ok", "h1", "Install | Build", t=3),
+        # a role's argument check carries the playbook's path (and no "Prefix |"): it stays in the phase
+        ev("runner_on_ok", "h1", "Validating arguments against arg spec 'main' - Install", t=3),
+        ev("runner_on_failed", "h1", "Uv | probe", "/p/roles/i/tasks/uv.yml", t=4, ignore_errors=True),
+        ev("runner_on_unreachable", "h2", "Install | Build", t=3),
+        {"event": "playbook_on_stats", "event_data": {}},
+    ]
+    steps = redeploy.timeline(events, "playbooks/redeploy.yml")
+    assert [(s["step"], s["status"]) for s in steps["h1"]] == [("drained", "skipped"), ("installed", "ok")]
+    assert steps["h1"][1]["duration_s"] == 2.0 and steps["h1"][1]["finished"] == "2027-01-15T08:00:05Z"
+    assert steps["h2"] == [{"step": "install", "host": "h2", "status": "failed", "started": "2027-01-15T08:00:03Z",
+                            "finished": "2027-01-15T08:00:04Z", "duration_s": 1.0, "detail": "Install | Build"}]
+    assert redeploy.timeline([], "playbooks/redeploy.yml") == {}
+
+
+def test_host_report_old_new_changed_and_probe_reports():
+    backup = {"sglang_version": "0.5.23", "venv": "/v/a", "argv_sha1": "x", "model_revision": "r1", "port": 8000,
+              "exec_start": "/v/a/bin/python -m sglang", "dir": "/b"}
+    kw = dict(run_id="r", host="h1", status="succeeded", started="s", finished="f", probe_dir="/rep/probes")
+    rep = redeploy.host_report(backup, **kw, plan={"model_revision": "r1", "model_id": "M"},
+                               install={"version": "0.5.23", "venv_path": "/v/b"}, state={"exec_start": "/v/b/bin/python -m sglang"},
+                               old_url="http://h1:8000", new_stamp="S1", last_stamp="S1")
+    assert rep["changed"] == {"sglang_version": False, "model_revision": False, "venv": True, "argv": True}
+    assert rep["new"]["argv_sha1"] == __import__("hashlib").sha1(b"/v/b/bin/python -m sglang").hexdigest()
+    assert rep["old"]["url"] == "http://h1:8000" and rep["old"]["venv"] == "/v/a" and rep["steps"] == []
+    assert rep["probe_reports"] == {"new": "/rep/probes/new/S1/h1/report.json"}
+    # rolled back after the probes: the last probes were of the old version
+    rolled = redeploy.host_report(backup, **kw, new_stamp="S1", last_stamp="S2")
+    assert rolled["probe_reports"]["old"] == "/rep/probes/old/S2/h1/report.json"
+    assert rolled["changed"]["argv"] is False and rolled["new"]["exec_start"] == ""
+    # failed before the plan: nothing recorded, nothing changed
+    empty = redeploy.host_report(None, **kw)
+    assert empty["old"]["url"] == "" and not any(empty["changed"].values()) and empty["probe_reports"] == {}
 
 
 def test_busy_fleet_exits_75_with_the_holder(project, monkeypatch, capsys):
@@ -429,3 +517,24 @@ def test_systemd_units_render_and_verify(tmp_path):
                               capture_output=True, text=True)
         problems = [ln for ln in proc.stderr.splitlines() if "sgl-deploy-redeploy" in ln]
         assert not problems, proc.stderr
+
+
+def _task_names(tasks) -> list[str]:
+    out = []
+    for task in tasks or []:
+        out.append(task.get("name", ""))
+        for key in ("block", "rescue", "always"):
+            out.extend(_task_names(task.get(key)))
+    return out
+
+
+def test_the_playbook_names_the_timeline_phases():
+    """Every "<Prefix> | " of playbooks/redeploy.yml is a phase of the timeline or one that closes it."""
+    import yaml
+
+    text = (REPO / redeploy.DEFAULT_PLAYBOOK).read_text()
+    plays = yaml.safe_load(text)
+    names = [n for play in plays for n in _task_names(play.get("tasks"))]
+    prefixes = {n.split(" | ", 1)[0] for n in names if " | " in n}
+    assert prefixes - {"Failed", "Done", "Report"} == set(redeploy.PHASES)
+    assert len(text.splitlines()) <= 150  # the state machine lives in sgl_deploy.redeploy, not in set_fact appends

@@ -43,6 +43,11 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# shipped next to this script: the readiness gate's code (plugins/module_utils/sgl_ready.py), the one
+# copy of api_key (the service's key file) and connected_to (an ESTABLISHED TCP connection to host:port)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sgl_ready import api_key, connected_to  # noqa: E402
+
 NAME = "sgl-group-watchdog"
 
 
@@ -51,25 +56,6 @@ def log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- host side
-
-
-def api_key(path: str | None) -> str | None:
-    """``api-key`` from the service role's config file (``api-key: "<json string>"``)."""
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("api-key:"):
-                    raw = line.split(":", 1)[1].strip()
-                    try:
-                        value = json.loads(raw)
-                    except ValueError:
-                        value = raw.strip("'\"")
-                    return str(value) if value else None
-    except OSError:
-        return None
-    return None
 
 
 def read_lock(path: str, max_age_s: float, now: float) -> dict | None:
@@ -91,36 +77,6 @@ def read_lock(path: str, max_age_s: float, now: float) -> dict | None:
     if now > expires:
         return None
     return {"holder": str(data.get("holder") or "a deploy"), "since": since, "expires_at": expires}
-
-
-def _proc_ip(hex_addr: str, family: int) -> str:
-    raw = bytes.fromhex(hex_addr)
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    text = socket.inet_ntop(family, raw)
-    return text[7:] if text.startswith("::ffff:") and "." in text else text
-
-
-def connected_to(host: str, port: int, tables=("/proc/net/tcp", "/proc/net/tcp6")) -> bool:
-    """Whether this host holds an ESTABLISHED TCP connection to host:port (as sgl_ready.py checks)."""
-    try:
-        ips = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
-    except OSError:
-        return False
-    for table in tables:
-        family = socket.AF_INET6 if table.endswith("6") else socket.AF_INET
-        try:
-            with open(table, encoding="ascii") as fh:
-                rows = fh.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if len(cols) < 4 or cols[3] != "01":
-                continue
-            rem_ip, rem_port = cols[2].split(":")
-            if int(rem_port, 16) == port and _proc_ip(rem_ip, family) in ips:
-                return True
-    return False
 
 
 class Systemd:
