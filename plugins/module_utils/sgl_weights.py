@@ -1489,6 +1489,7 @@ class LiveCatalog:
     @property
     def origin(self):
         """"hub" while this host's own download from the hub runs (the fan-out seed)."""
+        self.refresh()
         return "complete" if self.complete else (self.listing or {}).get("origin")
 
     @property
@@ -1566,7 +1567,7 @@ class FanoutServer(HubServer):
     handler_class = FanoutHandler
 
     def __init__(self, address, catalog, access_log=None, limit: int = 0, upload_bps: float = 0,
-                 watch_interval: float = 0.05):
+                 watch_interval: float = 0.1):
         self.limit = limit
         self.limiter = RateLimiter(upload_bps) if upload_bps else None
         self.uploads = self.peak_uploads = 0
@@ -1613,9 +1614,7 @@ class FanoutServer(HubServer):
             handler.sgl_ticket = self._ticket
             self._queue.append(self._ticket)
             self._sending[self._ticket] = getattr(handler, "sgl_path", None) or ""
-            self.version += 1
-            self._slots.notify_all()
-            return True
+            return True  # no version bump: a busier source is news to nobody (a freed slot is)
 
     def release(self, handler) -> None:
         with self._slots:

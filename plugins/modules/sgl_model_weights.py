@@ -203,9 +203,9 @@ ARGUMENT_SPEC = dict(
 class ModuleError(Exception):
     """A failure to report with fail_json (``details`` go into the result)."""
 
-    def __init__(self, msg: str, **details):
+    def __init__(self, msg: str, /, **details):
         super().__init__(msg)
-        self.details = details
+        self.details = {k: v for k, v in details.items() if k not in ("msg", "failed")}
 
 
 def tool_args(p: dict) -> argparse.Namespace:
@@ -243,7 +243,7 @@ def preview(args, st: dict, diff: bool) -> dict:
                   f"{fetch_bytes} bytes ({w.fmt_bytes(fetch_bytes)}), of {args.model_id}@{args.revision} from "
                   f"{listing['endpoint']} into {args.dir}")
     if not space["space_ok"]:
-        raise ModuleError(space["space_msg"], **out)
+        raise ModuleError(space["space_msg"], **{k: v for k, v in out.items() if k != "msg"})
     if diff:
         out["diff"] = {"before": "", "after": _lines(todo), "before_header": f"{args.dir} (missing files)",
                        "after_header": f"{args.dir} (after a download)"}
@@ -297,7 +297,7 @@ def run(module) -> dict:
             return verified(module, p)
         return present(module, p)
     except w.WeightsError as exc:
-        raise ModuleError(exc.msg, rc=exc.rc, **exc.details) from None
+        raise ModuleError(exc.msg, **dict(exc.details, rc=exc.rc)) from None
 
 
 def main():

@@ -13,7 +13,6 @@ from typing import Any, Iterable
 
 from sgl_deploy import weights as _weights
 
-
 # one listing parser and one pattern matcher: the weights code's (plugins/module_utils/sgl_weights.py)
 listing_files = _weights.listing_entries
 select_files = _weights.select_files
