@@ -91,3 +91,17 @@ def test_fresh_host_check_skipping_weights_exits_0(fresh):
     no_blob(out)
     untouched(fresh["cm1"])
 
+
+
+def test_fresh_host_check_with_weights_exits_0_and_names_the_bytes(fresh):
+    """The whole of site.yml in check mode on a fresh host, weights included: the sgl_model_weights module
+    lists the hub without the SGLang venv (plain HTTP) and names the files and bytes a run would download."""
+    run = playbook("site.yml", "--check", "--diff", inventory=FRESH_INV, timeout=900)
+    assert run.rc == 0, run.out[-6000:]
+    flat = " ".join(run.out.split())  # the yaml callback wraps long messages
+    m = re.search(r"check mode: a run would download (\d+) of (\d+) files, (\d+) bytes", flat)
+    assert m, run.out[-4000:]
+    assert int(m.group(1)) == int(m.group(2)) > 0 and int(m.group(3)) > 0, m.group(0)
+    assert f"a run would restart {UNIT}" in flat, run.out[-4000:]
+    no_blob(run.out)
+    untouched(fresh["cm1"])
