@@ -3,8 +3,8 @@
 wt1 is the seed (from a lab hub of this test on the controller's bridge address, with its own access
 log), wt2 and wt3 copy from the mirrors in a chain (fan-out limit 1: wt1 -> wt2 -> wt3) with every
 host's uplink capped (model_weights_fanout_max_upload_mb_s=1: an 8 MiB shard takes ~8 s per copy).
-While wt3 copies a shard from wt2, wt2's mirror is killed (SIGKILL): wt3 resumes the partial file
-from wt1, every host ends with verified weights (MANIFEST.json + marker), and the hub sent every file
+While one peer copies a shard from the other (whichever got it from the seed first), the serving
+peer's mirror is killed (SIGKILL): the copying peer resumes the partial file from wt1, every host ends with verified weights (MANIFEST.json + marker), and the hub sent every file
 once, to wt1. A rerun is changed=0 with no hub request and no rehash (MANIFEST.json untouched).
 
 Only wt1 needs the SGLang venv (the hub client); the fixture installs it once (preflight + install,
@@ -51,7 +51,7 @@ def hosts():
     labctl("up", "-i", str(INV))
     run = run_playbook(INV, "playbooks/preflight.yml", "playbooks/install.yml", "--limit", "wt1")
     assert run.returncode == 0, run.stdout[-4000:]
-    python = ssh(ADDRS["wt1"], "readlink -f /opt/sglang/current/bin/python || ls -d /opt/sglang/venvs/*/bin/python")
+    python = ssh(ADDRS["wt1"], "ls -d /opt/sglang/venvs/*/bin/python")  # the venv's, not the one it links to
     yield python.strip().splitlines()[-1]
     if os.environ.get("SGL_LAB_KEEP") != "1":
         labctl("down", "-i", str(INV))
@@ -91,21 +91,23 @@ def test_source_killed_mid_copy_every_host_completes_hub_once_rerun_unchanged(ho
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
     try:
-        killed, deadline = False, time.monotonic() + 300
+        killed, deadline = None, time.monotonic() + 300
         while not killed and proc.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://{ADDRS['wt2']}:{PORT}/_sgl/fanout?listing=0", timeout=5) as r:
-                    state = json.loads(r.read())
-            except OSError:
-                state = {}
-            if state.get("uploads", 0) >= 1 and not state.get("complete"):  # wt3 is copying from wt2
-                time.sleep(1.5)  # a few bytes in: the partial file must resume, not restart
-                ssh(ADDRS["wt2"], "python3 -c \"import json,os,signal; "
-                    f"os.kill(json.load(open('{wdir}/.sgl-weights/mirror.pid'))['pid'], signal.SIGKILL)\"")
-                killed = True
+            for peer in ("wt2", "wt3"):  # the first peer that serves the other one mid-copy loses its mirror
+                try:
+                    with urllib.request.urlopen(f"http://{ADDRS[peer]}:{PORT}/_sgl/fanout?listing=0", timeout=5) as r:
+                        state = json.loads(r.read())
+                except OSError:
+                    continue
+                if state.get("uploads", 0) >= 1 and not state.get("complete"):
+                    time.sleep(1.5)  # a few bytes in: the partial file must resume, not restart
+                    ssh(ADDRS[peer], "python3 -c \"import json,os,signal; "
+                        f"os.kill(json.load(open('{wdir}/.sgl-weights/mirror.pid'))['pid'], signal.SIGKILL)\"")
+                    killed = peer
+                    break
             time.sleep(0.3)
         out, _ = proc.communicate(timeout=600)
-        assert killed, "wt3 never copied from wt2 mid-way; the fault was not injected\n" + out[-4000:]
+        assert killed, "no peer served the other one mid-copy; the fault was not injected\n" + out[-4000:]
         assert proc.returncode == 0, out[-6000:]
         for host in ADDRS:  # verified weights everywhere: MANIFEST.json + marker bound to it, sizes
             st = status(host, python[host], wdir)
@@ -116,8 +118,9 @@ def test_source_killed_mid_copy_every_host_completes_hub_once_rerun_unchanged(ho
         assert {r["client"] for r in gets} == {ADDRS["wt1"]}
         seed_log = [json.loads(line) for line in ssh(ADDRS["wt1"], f"cat {wdir}/.sgl-weights/mirror-access.log")
                     .splitlines() if line.strip()]
-        resumed = [r for r in seed_log if r.get("file") and r["client"] == ADDRS["wt3"] and (r["start"] or 0) > 0]
-        assert resumed, "wt3 did not resume a partial file from wt1 after wt2's mirror died"
+        other = ADDRS["wt3" if killed == "wt2" else "wt2"]
+        resumed = [r for r in seed_log if r.get("file") and r["client"] == other and (r["start"] or 0) > 0]
+        assert resumed, f"the other peer did not resume a partial file from wt1 after {killed}'s mirror died"
 
         # rerun: nothing to do, no hub request, no rehash (the manifest is not rewritten)
         stamps = {h: ssh(a, f"stat -c %Y.%s {wdir}/MANIFEST.json") for h, a in ADDRS.items()}
