@@ -1675,7 +1675,7 @@ class Sources:
     """Candidate sources (URLs in preference order) and what each one last said it has."""
 
     def __init__(self, urls: list[str], poll: float = 0.25, timeout: float = 10.0, dead_for: float = 2.0,
-                 watch: bool = False, wait: float = 5.0):
+                 watch: bool = False, wait: float = 20.0):
         self.urls = list(dict.fromkeys(u.rstrip("/") for u in urls))
         self.poll, self.timeout, self.dead_for = poll, timeout, dead_for
         self.state: dict[str, tuple[float, dict | None]] = {}
