@@ -5,7 +5,8 @@
   `-e sglang_plan_mem_fraction_static=0.77` the diff shows the new value in the unit, names the
   service a run would restart, and afterwards MainPID and the unit file are unchanged.
 * Fresh host (own inventory tests/lab/inventories/checkmode, cm1 10.77.0.71, recreated empty):
-  `--check` exits 0 and leaves the host as it was: no /opt/sglang, no unit, no weights.
+  `--check` exits 0 and leaves the host as it was: no /opt/sglang, no unit, no weights; with the weights
+  phase (sgl_model_weights in check mode) it names the files and bytes a run would download.
 SGL_LAB=1 runs it (skipped otherwise); SGL_LAB_KEEP=1 keeps cm1 afterwards.
 """
 
