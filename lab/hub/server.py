@@ -5,9 +5,9 @@ Serves every repo under ``--root`` laid out as ``<root>/<owner>/<name>/<files>``
 revision, with the contract of the ModelScope reference, modelscope.md §8 (listing with Sha256,
 file GET with Range/206/416, 404 JSON, model info, /revisions for the old engine).
 
-The protocol itself is the production LAN mirror's (roles/model_weights/files/sgl_weights.py,
-imported by path): this file only adds a directory-tree catalog, fault switches and a
-control endpoint.
+The protocol itself is the production LAN mirror's (plugins/module_utils/sgl_weights.py, the
+shared code of the sgl_model_weights module, the role's tool and ``sgl-deploy weights``, imported
+by path): this file only adds a directory-tree catalog, fault switches and a control endpoint.
 
 Fault switches (CLI flags, or at runtime ``POST /_lab/faults`` with a JSON object; ``GET
 /_lab/faults`` shows them, ``POST /_lab/faults/reset`` clears them; a key set to null clears it):
@@ -40,7 +40,7 @@ import sys
 import threading
 from pathlib import Path
 
-ROLE_TOOL = Path(__file__).resolve().parents[2] / "roles" / "model_weights" / "files" / "sgl_weights.py"
+ROLE_TOOL = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "sgl_weights.py"
 
 
 def _load_protocol():

@@ -1,1 +1,1 @@
-../../roles/model_weights/files/sgl_weights.py
+../../plugins/module_utils/sgl_weights.py

@@ -5,7 +5,8 @@
   `-e sglang_plan_mem_fraction_static=0.77` the diff shows the new value in the unit, names the
   service a run would restart, and afterwards MainPID and the unit file are unchanged.
 * Fresh host (own inventory tests/lab/inventories/checkmode, cm1 10.77.0.71, recreated empty):
-  `--check` exits 0 and leaves the host as it was: no /opt/sglang, no unit, no weights.
+  `--check` exits 0 and leaves the host as it was: no /opt/sglang, no unit, no weights; with the weights
+  phase (sgl_model_weights in check mode) it names the files and bytes a run would download.
 SGL_LAB=1 runs it (skipped otherwise); SGL_LAB_KEEP=1 keeps cm1 afterwards.
 """
 
@@ -91,3 +92,17 @@ def test_fresh_host_check_skipping_weights_exits_0(fresh):
     no_blob(out)
     untouched(fresh["cm1"])
 
+
+
+def test_fresh_host_check_with_weights_exits_0_and_names_the_bytes(fresh):
+    """The whole of site.yml in check mode on a fresh host, weights included: the sgl_model_weights module
+    lists the hub without the SGLang venv (plain HTTP) and names the files and bytes a run would download."""
+    run = playbook("site.yml", "--check", "--diff", inventory=FRESH_INV, timeout=900)
+    assert run.rc == 0, run.out[-6000:]
+    flat = " ".join(run.out.split())  # the yaml callback wraps long messages
+    m = re.search(r"check mode: a run would download (\d+) of (\d+) files, (\d+) bytes", flat)
+    assert m, run.out[-4000:]
+    assert int(m.group(1)) == int(m.group(2)) > 0 and int(m.group(3)) > 0, m.group(0)
+    assert f"a run would restart {UNIT}" in flat, run.out[-4000:]
+    no_blob(run.out)
+    untouched(fresh["cm1"])
