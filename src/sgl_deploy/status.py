@@ -196,6 +196,7 @@ def remote_facts(hv: dict[str, Any], service: str, root: str, gpus: bool, timeou
 
 
 def http_get(url: str, timeout: float, ca_file: str | None = None) -> tuple[int | None, str]:
+    import http.client
     import ssl
     import urllib.error
     import urllib.request
@@ -206,7 +207,7 @@ def http_get(url: str, timeout: float, ca_file: str | None = None) -> tuple[int 
             return resp.status, resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, ""
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # e.g. plain HTTP to a TLS port
         return None, str(exc)
 
 
@@ -487,7 +488,9 @@ def gateway_row(v: dict[str, Any], ep: monitoring.Endpoint, args: argparse.Names
     remote = remote_facts(v, service, str(root), False, args.timeout)
     # TLS at the gateway (any of the role's certificate variables): its API is https, verified against
     # sglang_router_tls_ca_file; its metrics port stays plain http
-    tls = any(v.get(k) for k in ("sglang_router_tls_cert", "sglang_router_tls_cert_path"))
+    # sglang_router_tls_cert / _cert_path set; None is a value resolve_vars could not render here (a lookup
+    # or a vaulted PEM): set all the same (the role default is "")
+    tls = any(v.get(k) or (k in v and v[k] is None) for k in ("sglang_router_tls_cert", "sglang_router_tls_cert_path"))
     api_url = ("https" + ep.url()[4:]) if tls else ep.url()
     ca_file = str(v.get("sglang_router_tls_ca_file") or "") or None
     row: dict[str, Any] = {"host": ep.name, "role": "gateway", "address": ep.address, "url": api_url}

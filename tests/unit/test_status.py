@@ -217,3 +217,44 @@ def test_status_falls_back_to_the_unit_without_a_fact(inventory, fleet, capsys):
     assert rows["e1"]["state_source"] == "unit" and rows["e1"]["drift"] == []
     assert rows["e1"]["model"] == "SglLab/MiniMax-M3-Lab@master"  # from the weights manifest
     assert rc == 0, out
+
+
+def test_gateway_tls_set_by_a_lookup_status_cannot_render_is_still_https(monkeypatch):
+    """The lab (and a vaulted PEM) gives sglang_router_tls_cert as a template status cannot render: the
+    gateway is still spoken to over https, never plain HTTP to its TLS port."""
+    from sgl_deploy import monitoring
+    import argparse
+
+    raw = {"inventory_hostname": "gw", "ansible_host": "10.9.9.9",
+           "sglang_router_tls_cert": "{{ lookup('ansible.builtin.file', '/x/gw.crt') }}",
+           "sglang_router_tls_ca_file": "/x/ca.crt"}
+    v = status.resolve_vars(raw, {"sglang_router_tls_cert": "", "sglang_router_tls_cert_path": ""})
+    assert v["sglang_router_tls_cert"] is None  # not renderable here
+    seen = []
+    monkeypatch.setattr(status, "remote_facts", lambda *a, **k: {"show": {"ActiveState": "active"}, "current": "/o/smg-1.13.0",
+                                                                  "exec_start": "x"})
+    monkeypatch.setattr(status, "http_get", lambda url, timeout, ca_file=None: (seen.append((url, ca_file)), (200, ""))[1])
+    ep = monitoring.endpoints([], ["gw"], {"gw": v})[0]
+    row = status.gateway_row(v, ep, argparse.Namespace(timeout=3))
+    assert seen[0] == ("https://10.9.9.9:30000/health", "/x/ca.crt"), seen
+    assert row["url"].startswith("https://") and row["health"] == "healthy", row
+
+
+def test_http_get_plain_http_to_a_tls_port_is_an_answer_not_a_crash(tmp_path):
+    """A TLS server answers a plain HTTP request with an alert (http.client.BadStatusLine): no code, no raise."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x15\x03\x03\x00\x02\x02\x32")  # what a TLS server sends
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    code, text = status.http_get(f"http://127.0.0.1:{port}/health", 5)
+    srv.close()
+    assert code is None and text
