@@ -586,6 +586,16 @@ def import_modelscope():
     return HubApi, snapshot_download, mserrors
 
 
+def hub_unreachable(endpoint: str, what: str, text: str) -> WeightsError:
+    """The one message for a hub that does not answer (the client's and the plain-HTTP listing's)."""
+    return WeightsError(
+        EXIT_HUB_UNREACHABLE,
+        f"cannot reach the hub at {endpoint} while {what}: {text}. Fix: start or repair the hub, or point "
+        "model_weights_endpoint at one that answers; check the host's route, DNS, proxy and firewall; "
+        "then rerun (files already downloaded are kept and resume)",
+    )
+
+
 def classify_client_error(exc: BaseException, endpoint: str, what: str) -> WeightsError:
     """Map an exception of the ModelScope/HF client (or requests) to an exit code + message."""
     name = type(exc).__name__
@@ -603,12 +613,7 @@ def classify_client_error(exc: BaseException, endpoint: str, what: str) -> Weigh
         return WeightsError(EXIT_NOT_FOUND, f"{what}: access denied by {endpoint} (check model_weights_token): {text}")
     if names & {"NetworkError", "ServerError", "RateLimitError", "ConnectionError", "Timeout", "ConnectTimeout",
                 "ReadTimeout", "OfflineModeIsEnabled", "HfHubHTTPError", "LocalEntryNotFoundError"}:
-        return WeightsError(
-            EXIT_HUB_UNREACHABLE,
-            f"cannot reach the hub at {endpoint} while {what}: {text}. Fix: start or repair the hub, or point "
-            "model_weights_endpoint at one that answers; check the host's route, DNS, proxy and firewall; "
-            "then rerun (files already downloaded are kept and resume)",
-        )
+        return hub_unreachable(endpoint, what, text)
     if names & {"FileIntegrityError"}:
         return WeightsError(EXIT_INTEGRITY, f"integrity check failed while {what}: {text}")
     return WeightsError(EXIT_DOWNLOAD, f"{what} failed ({name}): {text}")
@@ -699,10 +704,9 @@ def listing_modelscope_http(args, timeout: float = 15.0) -> dict:
         if exc.code in (401, 403, 404):
             raise WeightsError(EXIT_NOT_FOUND, f"{what}: HTTP {exc.code} from {endpoint} (not found, or access "
                                "denied: check model_weights_token)") from None
-        raise WeightsError(EXIT_HUB_UNREACHABLE, f"cannot reach the hub at {endpoint} while {what}: HTTP {exc.code}") from None
+        raise hub_unreachable(endpoint, what, f"HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
-        raise WeightsError(EXIT_HUB_UNREACHABLE, f"cannot reach the hub at {endpoint} while {what}: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise hub_unreachable(endpoint, what, f"{type(exc).__name__}: {exc}") from None
     return {"endpoint": endpoint, "files": listing_entries(answer)}
 
 

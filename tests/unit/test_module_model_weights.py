@@ -115,3 +115,21 @@ def test_status_of_a_missing_dir_and_present_needs_a_model(tmp_path):
     assert out == dict(out, changed=False, complete=False) and "does not exist" in out["reason"]
     with pytest.raises(mod.ModuleError, match="needs model_id"):
         run({"dir": str(tmp_path / "nope")})
+
+
+def test_dead_hub_gives_the_same_message_with_and_without_the_client():
+    """The plain-HTTP listing (a host without the hub client, the check-mode preview) names the hub,
+    the model and the fix exactly as the client's listing does: one message for a dead hub."""
+    import argparse
+
+    from sgl_deploy import weights as w
+
+    dead = "http://127.0.0.1:1"
+    args = argparse.Namespace(endpoint=dead, model_id="SglLab/MiniMax-M3-Lab", revision="master", hub="modelscope")
+    with pytest.raises(w.WeightsError) as http_err:
+        w.listing_modelscope_http(args, timeout=5)
+    client_err = w.classify_client_error(ConnectionError("refused"), dead, "listing SglLab/MiniMax-M3-Lab@master")
+    for err in (http_err.value, client_err):
+        assert err.rc == w.EXIT_HUB_UNREACHABLE
+        for part in (f"cannot reach the hub at {dead}", "SglLab/MiniMax-M3-Lab@master", "Fix:", "model_weights_endpoint"):
+            assert part in str(err), str(err)
