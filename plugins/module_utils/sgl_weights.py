@@ -701,9 +701,8 @@ def listing_modelscope_http(args, timeout: float = 15.0) -> dict:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             answer = json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403, 404):
-            raise WeightsError(EXIT_NOT_FOUND, f"{what}: HTTP {exc.code} from {endpoint} (not found, or access "
-                               "denied: check model_weights_token)") from None
+        if exc.code in (401, 403, 404):  # not found / access denied: worded as for the client's errors
+            raise classify_client_error(exc, endpoint, what) from None
         raise hub_unreachable(endpoint, what, f"HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
         raise hub_unreachable(endpoint, what, f"{type(exc).__name__}: {exc}") from None

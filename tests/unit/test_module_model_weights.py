@@ -133,3 +133,23 @@ def test_dead_hub_gives_the_same_message_with_and_without_the_client():
         assert err.rc == w.EXIT_HUB_UNREACHABLE
         for part in (f"cannot reach the hub at {dead}", "SglLab/MiniMax-M3-Lab@master", "Fix:", "model_weights_endpoint"):
             assert part in str(err), str(err)
+
+
+@pytest.mark.parametrize("code,words", [(404, "not found on"), (401, "access denied by"), (403, "access denied by")])
+def test_plain_http_listing_words_missing_and_denied_as_the_client_does(monkeypatch, code, words):
+    """404 / 401 / 403 of the plain-HTTP listing give the client path's message (one wording per cause)."""
+    import argparse
+    import urllib.error
+    import urllib.request
+
+    from sgl_deploy import weights as w
+
+    def refuse(req, timeout=None):
+        raise urllib.error.HTTPError(req.full_url, code, "refused", {}, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    args = argparse.Namespace(endpoint="http://hub.test", model_id="o/m", revision="master", hub="modelscope")
+    with pytest.raises(w.WeightsError) as err:
+        w.listing_modelscope_http(args)
+    assert err.value.rc == w.EXIT_NOT_FOUND
+    assert f"{words} http://hub.test" in str(err.value) and "listing o/m@master" in str(err.value), str(err.value)
