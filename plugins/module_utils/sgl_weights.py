@@ -1175,6 +1175,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
                     f.seek(start)
                     sent = self.server.send_body(self, f, entry, start, length)
         finally:
+            self.sgl_sent_all = sent == length
             self.access(status=status, file=file_path, size=size, start=start, bytes=sent, complete=sent == length)
 
 
@@ -1296,6 +1297,9 @@ def stop_mirror(args) -> dict:
 FANOUT_LISTING = "fanout-listing.json"
 VERIFIED = "verified.json"
 FANOUT_STATE_PATH = "/_sgl/fanout"
+SMALL_BODY = 4 << 20  # bodies up to this size skip the uplink's queue
+SENT_GRACE_S = 2.0  # the downloading seed's "sent once": how long a finished body still counts as going out
+HOLDERS_HEADER = "X-Sgl-Holders"  # a copier's GET: how many hosts have the file (the mirror sends the rarest first)
 LISTING_KEYS = ("model_id", "revision", "hub", "endpoint", "allow_patterns", "ignore_patterns", "files",
                 "file_count", "total_bytes")
 
@@ -1527,10 +1531,14 @@ class LiveCatalog:
 
 
 class RateLimiter:
-    """Token bucket without burst: callers sleep so the long-run rate stays <= bps (0: no limit)."""
+    """Token bucket: callers sleep so the long-run rate stays <= bps (0: no limit). Like a NIC's
+    shaper it holds ``burst_s`` seconds of credit: a sender that fell behind its schedule (a
+    busy CPU, a slow disk) catches up by at most that much instead of losing the time for good;
+    an idle one starts with at most that much. It starts empty."""
 
-    def __init__(self, bps: float):
+    def __init__(self, bps: float, burst_s: float = 0.25):
         self.bps = float(bps)
+        self.burst_s = max(0.0, float(burst_s))
         self.next_t = time.monotonic()
         self.lock = threading.Lock()
 
@@ -1539,11 +1547,18 @@ class RateLimiter:
             return
         with self.lock:
             now = time.monotonic()
-            start = max(now, self.next_t)
+            start = max(now - self.burst_s, self.next_t)
             self.next_t = start + n / self.bps
             wait = self.next_t - now
         if wait > 0:
             time.sleep(wait)
+
+
+def _holders(handler) -> int:
+    try:
+        return max(0, int(handler.headers.get(HOLDERS_HEADER) or 1 << 30))
+    except ValueError:
+        return 1 << 30
 
 
 class FanoutHandler(HubHandler):
@@ -1576,9 +1591,12 @@ class FanoutServer(HubServer):
         self.uploads = self.peak_uploads = 0
         self.version = 0  # bumped on every change a peer cares about: a newly verified file, a slot taken/freed
         self._slots = threading.Condition(threading.Lock())
-        self._queue: list[int] = []  # tickets of the bodies going out, oldest first (FIFO uplink)
+        self._queue: list[int] = []  # tickets of the bodies going out, oldest first
+        self._rank: dict[int, tuple] = {}  # ticket -> (holders of its file, ticket): the uplink's order
         self._ticket = 0
         self._sending: dict[int, str] = {}  # ticket -> repo path of the body going out
+        self._active: int | None = None  # the body that has the uplink (kept until it ends)
+        self._sent: dict[str, float] = {}  # path -> when a whole body of it last went out
         super().__init__(address, catalog, access_log=access_log)
         if hasattr(catalog, "stamp_key"):
             threading.Thread(target=self._watch, args=(watch_interval,), name="sgl-mirror-watch", daemon=True).start()
@@ -1588,7 +1606,12 @@ class FanoutServer(HubServer):
         last = None
         while True:
             key = self.catalog.stamp_key()
-            if key != last:
+            with self._slots:
+                now = time.monotonic()
+                expired = [p for p, t in self._sent.items() if now - t >= SENT_GRACE_S]
+                for p in expired:
+                    del self._sent[p]
+            if key != last or expired:
                 last = key
                 self.bump()
             time.sleep(interval)
@@ -1609,13 +1632,14 @@ class FanoutServer(HubServer):
         with self._slots:
             if self.limit and self.uploads >= self.limit:
                 return False
-            if path and path in self._sending.values() and getattr(self.catalog, "origin", None) == "hub":
+            if path and path in self._busy_paths() and getattr(self.catalog, "origin", None) == "hub":
                 return False  # the downloading seed sends each file once: the peer getting it passes it on
             self.uploads += 1
             self.peak_uploads = max(self.peak_uploads, self.uploads)
             self._ticket += 1
             handler.sgl_ticket = self._ticket
             self._queue.append(self._ticket)
+            self._rank[self._ticket] = (_holders(handler), self._ticket)
             self._sending[self._ticket] = getattr(handler, "sgl_path", None) or ""
             return True  # no version bump: a busier source is news to nobody (a freed slot is)
 
@@ -1624,7 +1648,12 @@ class FanoutServer(HubServer):
             self.uploads -= 1
             if getattr(handler, "sgl_ticket", None) in self._queue:
                 self._queue.remove(handler.sgl_ticket)
-                self._sending.pop(handler.sgl_ticket, None)
+                path = self._sending.pop(handler.sgl_ticket, None)
+                self._rank.pop(handler.sgl_ticket, None)
+                if path and getattr(handler, "sgl_sent_all", False):
+                    self._sent[path] = time.monotonic()
+            if self._active == getattr(handler, "sgl_ticket", None):
+                self._active = None
             self.version += 1
             self._slots.notify_all()
 
@@ -1633,29 +1662,47 @@ class FanoutServer(HubServer):
             "ready": True, "complete": True, "verified": sorted(self.catalog.entries)}
         with self._slots:
             state.update(uploads=self.uploads, limit=self.limit, peak_uploads=self.peak_uploads,
-                         bytes_sent=self.bytes_sent, version=self.version, sending=sorted(self._sending.values()))
+                         bytes_sent=self.bytes_sent, version=self.version, sending=sorted(self._busy_paths()))
         return state
 
     def _my_turn(self, handler, stalled: float = 0.5) -> None:
-        """The uplink goes to the oldest body first (a peer that gets a whole shard sooner can pass
-        it on sooner: the tree fills in fewer full-speed hops than with every body at 1/limit of
-        the uplink). A younger body waits while an older one is moving, never longer than
-        ``stalled`` seconds at a time (a slow reader does not block the others)."""
+        """The uplink goes to one body at a time: the rarest file's (fewest hosts have it, as the
+        copier said), then the oldest. A peer that gets a whole shard sooner can pass it on
+        sooner: the tree fills in fewer full-speed hops than with every body at 1/limit of the
+        uplink, and the newest shard waits for at most one body. A body keeps the uplink until it
+        ends (one that started is never starved by rarer ones arriving). The others wait while it
+        moves, never longer than ``stalled`` seconds at a time (a slow reader blocks nobody)."""
+        me = getattr(handler, "sgl_ticket", None)
         with self._slots:
-            if self._queue and self._queue[0] != getattr(handler, "sgl_ticket", None):
+            if not self._queue:
+                return
+            if self._active not in self._rank:
+                self._active = min(self._queue, key=self._rank.__getitem__)
+            if self._active != me:
                 self._slots.wait(stalled)
 
+    def _busy_paths(self) -> set:
+        """Files going out now or sent whole in the last SENT_GRACE_S seconds (the peer that got
+        one is about to announce it). Call with ``_slots`` held."""
+        now = time.monotonic()
+        return set(self._sending.values()) | {p for p, t in self._sent.items() if now - t < SENT_GRACE_S}
+
     def send_body(self, handler, f, entry, start, length) -> int:
-        if not self.limiter:
-            return super().send_body(handler, f, entry, start, length)
-        chunk = max(64 << 10, min(1 << 20, int(self.limiter.bps) // 20))
+        """Chunk by chunk with sendfile(2), each chunk paced by the upload cap (if any) and
+        handed out in the uplink's order (``_my_turn``; without a cap the socket paces it). A
+        small body (config, tokenizer: <= SMALL_BODY) never waits its turn: it costs the body
+        that has the uplink nothing, and the last hosts often wait only for it."""
+        chunk = max(64 << 10, min(1 << 20, int(self.limiter.bps) // 20)) if self.limiter else 1 << 20
+        ordered = self.limit != 1 and length > SMALL_BODY
         sent = 0
         handler.wfile.flush()
         try:
             while sent < length:
                 n = min(chunk, length - sent)
-                self._my_turn(handler)
-                self.limiter.consume(n)
+                if ordered:
+                    self._my_turn(handler)
+                if self.limiter:
+                    self.limiter.consume(n)
                 done = handler.connection.sendfile(f, start + sent, n)  # zero-copy, paced by the bucket
                 if not done:
                     break
@@ -1820,36 +1867,62 @@ class Sources:
                 return st["listing"]
         return None
 
-    def choose(self, path: str, avoid=()) -> str | None:
-        """A source that has ``path`` verified and a free upload slot. Best: a peer that is still
-        copying itself, then a complete host, then the seed while it still downloads; among
-        equals the least busy, then preference (tree) order; an idle peer ends the search. The
-        downloading seed only serves files no live peer has (its uplink is the only way out for
-        the newest shard). While it downloads, the seed sends each file once: a file it is already
-        sending reaches the others through that peer."""
-        best, best_key, peer_holds = None, None, False
+    def snapshot(self) -> "SourceSnapshot":
+        """What every live source has now, and how many of them hold each file (its rarity)."""
+        return SourceSnapshot({url: self.view(url) for url in self.urls})
+
+    def choose(self, path: str, avoid=(), snap: "SourceSnapshot | None" = None) -> str | None:
+        """A source that has ``path`` verified and a free upload slot, or None (wait).
+
+        Rarest first: a source holding a file that fewer hosts have than ``path`` (above all the
+        seed and the first peers with the newest shard) keeps its uplink for that file; it gets
+        ``path`` only when no other holder exists. Likewise the seed while it downloads: it sends
+        each file once (a file it is already sending reaches the others through that peer). So
+        when such a source is the best free one but a plainer holder exists (busy now), wait for
+        that one. Among the rest: a peer still copying, then a complete host; the least busy;
+        then preference (tree) order; an idle plain peer ends the search."""
+        snap = snap or self.snapshot()
+        rank = snap.holders.get(path, 0)
+        best, best_key, plain_holder = None, None, False
         for i, url in enumerate(self.urls):
-            if url in avoid:
-                continue
-            st = self.view(url)
-            if not st or path not in st.get("verified", ()):
+            st = snap.views.get(url)
+            if url in avoid or not st or path not in st.get("verified", ()):
                 continue
             origin = st.get("origin")
             if origin == "hub" and path in st.get("sending", ()):
-                peer_holds = True  # a peer is getting it from the seed: wait for that peer
+                plain_holder = True  # a peer is getting it from the seed: wait for that peer
                 continue
-            peer_holds = peer_holds or origin not in ("hub", "complete")
+            reserved = origin == "hub" or snap.rarest(url, path) < rank
+            plain_holder = plain_holder or not reserved
             load = st.get("uploads", 0)
             if st.get("limit") and load >= st["limit"]:
                 continue
-            key = (origin == "hub", origin == "complete", load, i)
+            key = (reserved, origin == "complete", load, i)
             if key[:3] == (False, False, 0):
                 return url
             if best_key is None or key < best_key:
                 best, best_key = url, key
-        if best_key and best_key[0] and peer_holds:
-            return None  # a peer has it too (busy now): wait for it, keep the seed's uplink for newer files
+        if best_key and best_key[0] and plain_holder:
+            return None
         return best
+
+
+class SourceSnapshot:
+    """One look at every source: ``views`` (url -> state, None when dead) and ``holders``
+    (path -> how many live sources have it verified)."""
+
+    def __init__(self, views: dict):
+        self.views = views
+        self.holders = collections.Counter(p for v in views.values() if v for p in v.get("verified", ()))
+        self._rarest: dict[tuple, int] = {}
+
+    def rarest(self, url: str, other_than: str) -> int:
+        """The fewest holders of any file ``url`` has verified, ``other_than`` left out."""
+        key = (url, other_than)
+        if key not in self._rarest:
+            counts = [self.holders[p] for p in (self.views.get(url) or {}).get("verified", ()) if p != other_than]
+            self._rarest[key] = min(counts, default=1 << 30)
+        return self._rarest[key]
 
 
 def file_url(source: str, model_id: str, revision: str, path: str) -> str:
@@ -1881,14 +1954,18 @@ class PartialFile:
         self.tmp.unlink(missing_ok=True)
         self.hasher, self.offset = hashlib.sha256(), 0
 
-    def pull(self, url: str, timeout: float, limiter: RateLimiter | None) -> None:
-        """Append the bytes from ``offset`` on; SourceError when the source fails mid-way."""
+    def pull(self, url: str, timeout: float, limiter: RateLimiter | None, holders: int | None = None) -> None:
+        """Append the bytes from ``offset`` on; SourceError when the source fails mid-way.
+        ``holders``: how many sources have the file (the mirror sends the rarest body first)."""
         import urllib.error
         import urllib.request
 
         if self.offset >= self.f["size"]:
             return
-        req = urllib.request.Request(url, headers={"Range": f"bytes={self.offset}-"})
+        headers = {"Range": f"bytes={self.offset}-"}
+        if holders:
+            headers[HOLDERS_HEADER] = str(holders)
+        req = urllib.request.Request(url, headers=headers)
         try:
             resp = urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
@@ -1926,9 +2003,10 @@ class PartialFile:
 
 
 class CopyScheduler:
-    """The peer's copy loop. Each worker takes the first missing file (listing order) that some
-    source has verified with a free slot (never a second slot of a source it already uses), so
-    a file the sources do not have yet blocks nothing. A file cut mid-way keeps its partial
+    """The peer's copy loop. Each worker takes the rarest missing file (fewest sources have it;
+    then listing order) that some source can send now (never a second slot of a source it
+    already uses), so a file the sources do not have yet blocks nothing, and the newest shard
+    spreads first: by the time the last one leaves the hub, the older ones are everywhere. A file cut mid-way keeps its partial
     bytes and hash state and resumes from the next source; a copy whose sha256 does not match
     is deleted and that source is not asked for that file again (unless nobody else has it)."""
 
@@ -1948,16 +2026,20 @@ class CopyScheduler:
         self.hopeless_since: float | None = None
 
     def claim(self):
-        """-> (file, url), None (nothing available right now) or "done"."""
+        """-> (file, url, holders), None (nothing available right now) or "done"."""
         with self.lock:
             if not self.pending:
                 return "done"
             files = [f for f in self.pending if f["path"] not in self.busy_paths]
             mine = set(self.busy_urls)
+        snap = self.sources.snapshot()
+        files.sort(key=lambda f: snap.holders.get(f["path"]) or 1 << 30)  # rarest first (stable: listing order)
         for f in files:
+            if not snap.holders.get(f["path"]):
+                continue
             bad = self.corrupt_from[f["path"]]
-            url = self.sources.choose(f["path"], avoid=mine | bad)
-            if url is None and bad and self.sources.choose(f["path"], avoid=mine) is None:
+            url = self.sources.choose(f["path"], avoid=mine | bad, snap=snap)
+            if url is None and bad and self.sources.choose(f["path"], avoid=mine, snap=snap) is None:
                 bad.clear()  # nobody else has it: let the sources that failed the hash try again
             if url is not None:
                 with self.lock:
@@ -1965,15 +2047,15 @@ class CopyScheduler:
                         continue
                     self.busy_paths.add(f["path"])
                     self.busy_urls.add(url)
-                return f, url
+                return f, url, snap.holders[f["path"]]
         return None
 
-    def attempt(self, f: dict, url: str) -> None:
+    def attempt(self, f: dict, url: str, holders: int | None = None) -> None:
         part = self.parts.get(f["path"]) or self.parts.setdefault(f["path"], PartialFile(self.dir, f))
         started = time.time()
         try:
             part.pull(file_url(url, self.listing["model_id"], self.listing["revision"], f["path"]),
-                      self.sources.timeout, self.limiter)
+                      self.sources.timeout, self.limiter, holders)
         except SourceError as exc:
             if exc.busy:
                 self.sources.mark_busy(url)
@@ -2021,9 +2103,9 @@ class CopyScheduler:
                 self.sources.wait(self.sources.poll * min(2.0, 0.5 + idle / 4) * (4 if self.sources.watching else 1))
                 continue
             idle = 0
-            f, url = job
+            f, url, holders = job
             try:
-                self.attempt(f, url)
+                self.attempt(f, url, holders)
             except OSError as exc:
                 self.errors.append(classify_client_error(exc, "the fan-out sources", f"copying {f['path']}"))
             finally:

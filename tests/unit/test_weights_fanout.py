@@ -181,7 +181,7 @@ def test_mirror_fanout_limit_answers_busy_and_caps_uploads(tmp_path, mirrors):
 # ---------------------------------------------------------------------------------------------
 def test_source_selection_prefers_plan_order_and_skips_busy_dead_and_missing(tmp_path, mirrors):
     a, b = tmp_path / "a", tmp_path / "b"
-    make_source(a, {"s1.bin": 1000, "s2.bin": 1000}, publish=["s1.bin"])
+    listing = make_source(a, {"s1.bin": 1000, "s2.bin": 1000}, publish=["s1.bin"])
     make_source(b, {"s1.bin": 1000, "s2.bin": 1000})
     ma, mb = mirrors(a), mirrors(b)
     dead = f"http://127.0.0.1:{harness.free_port()}"
@@ -189,10 +189,64 @@ def test_source_selection_prefers_plan_order_and_skips_busy_dead_and_missing(tmp
     assert src.choose("s1.bin") == ma.url  # the dead one is skipped, then plan order
     assert src.choose("s2.bin") == mb.url  # a has not verified s2 yet
     assert src.choose("s1.bin", avoid={ma.url}) == mb.url
+    sw.VerifiedLog(a).record(listing["files"][1])  # a has s2 now too
     ma.server.limit, ma.server.uploads = 1, 1  # a is at its fan-out limit
     time.sleep(0.06)
-    assert src.choose("s1.bin") == mb.url
+    assert src.choose("s1.bin") == mb.url  # both hold the same files: b is as good
     assert src.view(dead) is None and src.choose("nope.bin") is None
+
+
+def test_source_selection_keeps_the_uplink_of_the_holder_of_a_rarer_file(tmp_path, mirrors):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    make_source(a, {"s1.bin": 1000, "s2.bin": 1000}, publish=["s1.bin"])
+    make_source(b, {"s1.bin": 1000, "s2.bin": 1000})  # the only holder of s2 (the newest shard)
+    make_source(c, {"s1.bin": 1000, "s2.bin": 1000}, publish=["s1.bin"])
+    ma, mb, mc = mirrors(a, limit=1), mirrors(b, limit=2), mirrors(c, limit=1)
+    src = sw.Sources([mb.url, ma.url, mc.url], poll=0.01, timeout=2)
+    snap = src.snapshot()
+    assert snap.holders == {"s1.bin": 3, "s2.bin": 1}
+    assert src.choose("s1.bin") == ma.url  # b comes first in plan order, but it alone has s2
+    assert src.choose("s2.bin") == mb.url
+    ma.server.uploads = 1
+    time.sleep(0.02)
+    assert src.choose("s1.bin") == mc.url
+    mc.server.uploads = 1
+    time.sleep(0.02)
+    assert src.choose("s1.bin") is None  # a and c are busy: wait for them, b's uplink is for s2
+    assert src.choose("s2.bin") == mb.url
+    ma.stop()  # a plain holder gone: nobody else can send s1, so b does
+    time.sleep(0.02)
+    src.mark_dead(ma.url)
+    mc.stop()
+    src.mark_dead(mc.url)
+    assert src.choose("s1.bin") == mb.url
+
+
+def test_mirror_sends_one_body_at_a_time_rarest_first_never_starving_one_that_started(tmp_path, mirrors,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(sw, "SMALL_BODY", 100_000)  # small bodies skip the queue
+    src = tmp_path / "src"
+    make_source(src, {"moving.bin": 300_000, "old.bin": 300_000, "new.bin": 300_000, "tiny.json": 20_000})
+    m = mirrors(src, limit=4, upload_bps=1_000_000)  # 0.3 s per body alone
+    done = {}
+
+    def fetch(path, holders):
+        with get(sw.file_url(m.url, MODEL, "master", path), {sw.HOLDERS_HEADER: str(holders)}) as resp:
+            assert len(resp.read()) == (20_000 if path == "tiny.json" else 300_000)
+        done[path] = time.monotonic()
+
+    threads = []
+    for path, holders, delay in (("moving.bin", 5, 0.1), ("old.bin", 9, 0.05), ("new.bin", 1, 0.05),
+                                 ("tiny.json", 9, 0)):
+        threads.append(threading.Thread(target=fetch, args=(path, holders)))
+        threads[-1].start()
+        time.sleep(delay)
+    for t in threads:
+        t.join()
+    # the body that had the uplink keeps it; then the rarest file; the plentiful one last
+    assert done["moving.bin"] < done["new.bin"] < done["old.bin"], done
+    assert done["tiny.json"] < done["moving.bin"], done  # never queued behind a big body
+    assert done["old.bin"] - done["new.bin"] > 0.15, done  # one after the other, not shared
 
 
 def test_source_selection_keeps_the_downloading_seed_for_files_no_peer_has(tmp_path, mirrors):
@@ -209,6 +263,7 @@ def test_source_selection_keeps_the_downloading_seed_for_files_no_peer_has(tmp_p
     time.sleep(0.02)
     assert src.choose("s1.bin") is None and src.choose("s2.bin") == ms.url
     mp.server.uploads = 0
+    sw.VerifiedLog(peer).record(listing["files"][1])  # the peer has s2 too: nothing is rarer on the complete host
     listing = make_source(done, {"s1.bin": 1000, "s2.bin": 1000})
     sw.write_complete(done, sw.build_manifest(listing, done))  # a complete host: used when peers are busy
     md = mirrors(done)
