@@ -1261,6 +1261,8 @@ def serve_mirror(args) -> dict:
         "msg": f"served {catalog.model_id}@{catalog.revision} on {args.host}:{args.port} for {fmt_duration(time.monotonic() - t0)}",
         "bytes_sent": server.bytes_sent,
         "peak_uploads": server.peak_uploads,
+        "state_answers": getattr(server, "state_answers", 0),
+        "version": getattr(server, "version", 0),
         "timed_out": not stop.is_set(),
     }
 
@@ -1569,6 +1571,7 @@ class FanoutHandler(HubHandler):
             if "version" in query:  # long poll: answer once the state differs from the caller's version
                 self.server.wait_change(int(query["version"][-1]), min(float(query.get("wait", ["5"])[-1]), 30.0))
             raw = json.dumps(self.server.fanout_state(query.get("listing", ["1"])[-1] != "0")).encode()
+            self.server.state_answers += 1
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
@@ -1597,6 +1600,8 @@ class FanoutServer(HubServer):
         self._sending: dict[int, str] = {}  # ticket -> repo path of the body going out
         self._active: int | None = None  # the body that has the uplink (kept until it ends)
         self._sent: dict[str, float] = {}  # path -> when a whole body of it last went out
+        self._state_cache: dict[bool, tuple] = {}  # with_listing -> (key, built at, state)
+        self.state_answers = 0
         super().__init__(address, catalog, access_log=access_log)
         if hasattr(catalog, "stamp_key"):
             threading.Thread(target=self._watch, args=(watch_interval,), name="sgl-mirror-watch", daemon=True).start()
@@ -1658,11 +1663,21 @@ class FanoutServer(HubServer):
             self._slots.notify_all()
 
     def fanout_state(self, with_listing: bool) -> dict:
+        """What this mirror has and does. Every change wakes all the peers' long polls at once:
+        the answer is built once per change (and at least once a second: the fetch's progress)."""
+        with self._slots:
+            key = (self.version, self.uploads, with_listing)
+        now = time.monotonic()
+        cached = self._state_cache.get(with_listing)
+        if cached and cached[0] == key and now - cached[1] < 1.0:
+            return cached[2]
         state = self.catalog.state(with_listing) if hasattr(self.catalog, "state") else {
             "ready": True, "complete": True, "verified": sorted(self.catalog.entries)}
         with self._slots:
             state.update(uploads=self.uploads, limit=self.limit, peak_uploads=self.peak_uploads,
                          bytes_sent=self.bytes_sent, version=self.version, sending=sorted(self._busy_paths()))
+            key = (self.version, self.uploads, with_listing)
+        self._state_cache[with_listing] = (key, now, state)
         return state
 
     def _my_turn(self, handler, stalled: float = 0.5) -> None:

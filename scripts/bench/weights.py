@@ -64,16 +64,26 @@ def local_run(n: int, work: Path, hub, args) -> dict:
     t0 = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        for h in names:  # every host serves what it has verified, from the start
-            dirs[h].mkdir(parents=True)
-            mirrors[h] = harness.start_tool(
+        def start_mirror(h):
+            return harness.start_tool(
                 "serve-mirror", "--live", "--dir", dirs[h], "--host", "127.0.0.1", "--port", ports[h],
                 "--fanout-limit", args.fanout_limit, "--max-upload-bps", int(args.uplink_mbps * 1e6),
                 "--max-seconds", 3600, env=env)
+
+        for h in names:  # every host serves what it has verified, from the start
+            dirs[h].mkdir(parents=True)
+            mirrors[h] = start_mirror(h)
         for h in names:
+            tries = 0
             while not (dirs[h] / sw.STATE_DIR / "mirror.pid").exists():
                 if mirrors[h].poll() is not None:
-                    raise SystemExit(f"mirror of {h} exited: {mirrors[h].communicate()}")
+                    out = mirrors[h].communicate()
+                    tries += 1
+                    if "Address already in use" not in str(out) or tries > 5:
+                        raise SystemExit(f"mirror of {h} exited: {out}")
+                    ports[h] = harness.free_port()  # another process took the free port meanwhile: another one
+                    url[h] = f"http://127.0.0.1:{ports[h]}"
+                    mirrors[h] = start_mirror(h)
                 time.sleep(0.05)
         t0, t0_wall = time.monotonic(), time.time()
         procs = {plan["hub"]: harness.start_tool(
