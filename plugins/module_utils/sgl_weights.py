@@ -1502,6 +1502,21 @@ class LiveCatalog:
         return "complete" if self.complete else (self.listing or {}).get("origin")
 
     @property
+    def pending_bytes(self) -> int:
+        """Bytes of the listing not verified here yet (0 once complete)."""
+        self.refresh()
+        if self.complete or not self.listing:
+            return 0
+        return sum(f["size"] for f in self.listing.get("files", []) if f["path"] not in self.entries)
+
+    @property
+    def sends_once(self) -> bool:
+        """The seed while a large file is still to come from the hub: it sends each file once
+        (its uplink is the only way out for that file). With only small files left, it is
+        as free as a complete host: the last shard leaves it as often as peers ask."""
+        return seeding(self.origin, self.pending_bytes)
+
+    @property
     def model_id(self):
         self.refresh()
         return (self.listing or {}).get("model_id")
@@ -1523,7 +1538,8 @@ class LiveCatalog:
     def state(self, with_listing: bool) -> dict:
         self.refresh()
         out = {"ready": bool(self.listing), "complete": self.complete, "verified": sorted(self.entries),
-               "origin": "complete" if self.complete else (self.listing or {}).get("origin", "peer")}
+               "origin": "complete" if self.complete else (self.listing or {}).get("origin", "peer"),
+               "pending_bytes": self.pending_bytes}
         prog = progress_report(self.dir)  # the fetch/copy filling this dir: failed (also: its pid is gone)?
         out.update(fetch_state=prog.get("state"), fetch_role=prog.get("role", "fetch"),
                    fetch_msg=prog.get("msg", "") if prog.get("failed") else "")
@@ -1637,7 +1653,7 @@ class FanoutServer(HubServer):
         with self._slots:
             if self.limit and self.uploads >= self.limit:
                 return False
-            if path and path in self._busy_paths() and getattr(self.catalog, "origin", None) == "hub":
+            if path and path in self._busy_paths() and getattr(self.catalog, "sends_once", False):
                 return False  # the downloading seed sends each file once: the peer getting it passes it on
             self.uploads += 1
             self.peak_uploads = max(self.peak_uploads, self.uploads)
@@ -1903,11 +1919,11 @@ class Sources:
             st = snap.views.get(url)
             if url in avoid or not st or path not in st.get("verified", ()):
                 continue
-            origin = st.get("origin")
-            if origin == "hub" and path in st.get("sending", ()):
+            origin, once = st.get("origin"), seeding(st.get("origin"), st.get("pending_bytes"))
+            if once and path in st.get("sending", ()):
                 plain_holder = True  # a peer is getting it from the seed: wait for that peer
                 continue
-            reserved = origin == "hub" or snap.rarest(url, path) < rank
+            reserved = once or snap.rarest(url, path) < rank
             plain_holder = plain_holder or not reserved
             load = st.get("uploads", 0)
             if st.get("limit") and load >= st["limit"]:
@@ -1920,6 +1936,12 @@ class Sources:
         if best_key and best_key[0] and plain_holder:
             return None
         return best
+
+
+def seeding(origin: str | None, pending_bytes: int | None) -> bool:
+    """Does a source with this state keep its uplink for what it still downloads from the hub
+    (sends each file once)? The seed, while more than SMALL_BODY is still to come."""
+    return origin == "hub" and (pending_bytes is None or pending_bytes > SMALL_BODY)
 
 
 class SourceSnapshot:

@@ -274,6 +274,26 @@ def test_source_selection_keeps_the_downloading_seed_for_files_no_peer_has(tmp_p
     assert src.choose("s1.bin") == md.url
 
 
+def test_the_downloading_seed_sends_each_file_once_until_only_small_files_are_left(tmp_path, mirrors, monkeypatch):
+    seed = tmp_path / "seed"
+    listing = make_source(seed, {"s1.bin": 100_000, "s2.bin": 3000}, publish=["s1.bin"])
+    sw.publish_listing(seed, listing, origin="hub")
+    m = mirrors(seed, limit=2, upload_bps=200_000)  # 0.5 s per body of s1
+    url = sw.file_url(m.url, MODEL, "master", "s1.bin")
+    monkeypatch.setattr(sw, "SMALL_BODY", 1000)  # s2 (3000 bytes) still to come: a large file
+    first = get(url)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get(url)  # the peer getting it passes it on
+    assert err.value.code == 503
+    state = json.loads(get(m.url + sw.FANOUT_STATE_PATH + "?listing=0").read())
+    assert state["origin"] == "hub" and state["pending_bytes"] == 3000 and state["sending"] == ["s1.bin"]
+    assert sw.seeding(state["origin"], state["pending_bytes"])
+    monkeypatch.setattr(sw, "SMALL_BODY", 4000)  # only a small file left: the seed is as free as a complete host
+    second = get(url)
+    assert len(first.read()) == len(second.read()) == 100_000
+    assert not sw.seeding("hub", 3000) and not sw.seeding("complete", 10**9) and sw.seeding("hub", None)
+
+
 def test_copy_is_pipelined_and_ends_with_manifest_and_marker(tmp_path, mirrors):
     seed, peer = tmp_path / "seed", tmp_path / "peer"
     listing = make_source(seed, {"a.json": 300, "s1.bin": 50_000, "s2.bin": 50_000}, publish=["a.json", "s1.bin"])
