@@ -1615,6 +1615,7 @@ class FanoutServer(HubServer):
         self._ticket = 0
         self._sending: dict[int, str] = {}  # ticket -> repo path of the body going out
         self._active: int | None = None  # the body that has the uplink (kept until it ends)
+        self._moved = 0.0  # when it last sent a chunk
         self._sent: dict[str, float] = {}  # path -> when a whole body of it last went out
         self._state_cache: dict[bool, tuple] = {}  # with_listing -> (key, built at, state)
         self.state_answers = 0
@@ -1702,15 +1703,20 @@ class FanoutServer(HubServer):
         sooner: the tree fills in fewer full-speed hops than with every body at 1/limit of the
         uplink, and the newest shard waits for at most one body. A body keeps the uplink until it
         ends (one that started is never starved by rarer ones arriving). The others wait while it
-        moves, never longer than ``stalled`` seconds at a time (a slow reader blocks nobody)."""
+        moves; once it has not moved for ``stalled`` seconds (a stuck reader), they go on."""
         me = getattr(handler, "sgl_ticket", None)
         with self._slots:
-            if not self._queue:
-                return
-            if self._active not in self._rank:
-                self._active = min(self._queue, key=self._rank.__getitem__)
-            if self._active != me:
-                self._slots.wait(stalled)
+            while self._queue:
+                if self._active not in self._rank:
+                    self._active = min(self._queue, key=self._rank.__getitem__)
+                    self._moved = time.monotonic()
+                if self._active == me:
+                    self._moved = time.monotonic()
+                    return
+                left = self._moved + stalled - time.monotonic()
+                if left <= 0:
+                    return
+                self._slots.wait(left)
 
     def _busy_paths(self) -> set:
         """Files going out now or sent whole in the last SENT_GRACE_S seconds (the peer that got

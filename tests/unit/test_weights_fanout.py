@@ -294,6 +294,20 @@ def test_the_downloading_seed_sends_each_file_once_until_only_small_files_are_le
     assert not sw.seeding("hub", 3000) and not sw.seeding("complete", 10**9) and sw.seeding("hub", None)
 
 
+def test_a_stuck_reader_does_not_hold_the_uplink(tmp_path, mirrors):
+    src = tmp_path / "src"
+    make_source(src, {"stuck.bin": 48 << 20, "next.bin": 12 << 20})
+    m = mirrors(src, limit=2)  # no cap: 1 MiB chunks, one body at a time
+    stuck = get(sw.file_url(m.url, MODEL, "master", "stuck.bin"))  # headers read, the body never is
+    time.sleep(0.3)  # it has the uplink, then fills the socket buffers and stops moving
+    t0 = time.monotonic()
+    with get(sw.file_url(m.url, MODEL, "master", "next.bin")) as resp:
+        assert len(resp.read()) == 12 << 20
+    took = time.monotonic() - t0
+    stuck.close()
+    assert took < 3.0, took  # ~0.5 s until it counts as stuck, then full speed (not 1 MiB per 0.5 s: ~6 s)
+
+
 def test_copy_is_pipelined_and_ends_with_manifest_and_marker(tmp_path, mirrors):
     seed, peer = tmp_path / "seed", tmp_path / "peer"
     listing = make_source(seed, {"a.json": 300, "s1.bin": 50_000, "s2.bin": 50_000}, publish=["a.json", "s1.bin"])
