@@ -2049,9 +2049,10 @@ class CopyScheduler:
     """The peer's copy loop. Each worker takes the rarest missing file (fewest sources have it;
     then listing order) that some source can send now (never a second slot of a source it
     already uses), so a file the sources do not have yet blocks nothing, and the newest shard
-    spreads first: by the time the last one leaves the hub, the older ones are everywhere. A file cut mid-way keeps its partial
-    bytes and hash state and resumes from the next source; a copy whose sha256 does not match
-    is deleted and that source is not asked for that file again (unless nobody else has it)."""
+    spreads first: by the time the last one leaves the hub, the older ones are everywhere. A
+    file cut mid-way keeps its partial bytes and hash state and resumes from the next source;
+    a copy whose sha256 does not match is deleted and that source is not asked for that file
+    again (unless nobody else has it)."""
 
     def __init__(self, weights_dir: Path, files: list[dict], listing: dict, sources: Sources, log: VerifiedLog,
                  limiter: RateLimiter | None, deadline: float, stall_s: float = 30.0):
