@@ -269,6 +269,22 @@ def test_rate_limiter():
     assert 0.19 <= time.monotonic() - t0 < 1.0
 
 
+def test_rate_limiter_catches_up_a_late_sender_by_its_burst_only():
+    import time
+
+    limiter = harness.server.RateLimiter(1_000_000, burst_s=0.25)
+    t0 = time.monotonic()
+    limiter.consume(100_000)  # starts empty: waits its 0.1 s
+    assert time.monotonic() - t0 >= 0.09
+    time.sleep(0.4)  # the sender was busy elsewhere: 0.25 s of credit, not 0.4
+    t1 = time.monotonic()
+    limiter.consume(200_000)  # within the credit: no wait
+    assert time.monotonic() - t1 < 0.05
+    t2 = time.monotonic()
+    limiter.consume(200_000)  # the credit is spent: it waits ~0.15 s (0.2 s of bytes, 0.05 s of credit left)
+    assert 0.1 <= time.monotonic() - t2 < 0.5
+
+
 def test_server_cli_with_fault_flags(hub_root, tmp_path):
     root, _ = hub_root
     proc = subprocess.Popen([sys.executable, str(harness.HERE / "server.py"), "--root", str(root), "--port", "0",
