@@ -1261,8 +1261,7 @@ def serve_mirror(args) -> dict:
         "msg": f"served {catalog.model_id}@{catalog.revision} on {args.host}:{args.port} for {fmt_duration(time.monotonic() - t0)}",
         "bytes_sent": server.bytes_sent,
         "peak_uploads": server.peak_uploads,
-        "state_answers": getattr(server, "state_answers", 0),
-        "version": getattr(server, "version", 0),
+        "state_answers": server.state_answers,
         "timed_out": not stop.is_set(),
     }
 
@@ -1299,7 +1298,7 @@ def stop_mirror(args) -> dict:
 FANOUT_LISTING = "fanout-listing.json"
 VERIFIED = "verified.json"
 FANOUT_STATE_PATH = "/_sgl/fanout"
-SMALL_BODY = 4 << 20  # bodies up to this size skip the uplink's queue
+SMALL_BODY = 4 << 20  # bodies up to this size skip the uplink's queue; a seed with no more than this to come is free
 SENT_GRACE_S = 2.0  # the downloading seed's "sent once": how long a finished body still counts as going out
 HOLDERS_HEADER = "X-Sgl-Holders"  # a copier's GET: how many hosts have the file (the mirror sends the rarest first)
 LISTING_KEYS = ("model_id", "revision", "hub", "endpoint", "allow_patterns", "ignore_patterns", "files",
@@ -1610,8 +1609,7 @@ class FanoutServer(HubServer):
         self.uploads = self.peak_uploads = 0
         self.version = 0  # bumped on every change a peer cares about: a newly verified file, a slot taken/freed
         self._slots = threading.Condition(threading.Lock())
-        self._queue: list[int] = []  # tickets of the bodies going out, oldest first
-        self._rank: dict[int, tuple] = {}  # ticket -> (holders of its file, ticket): the uplink's order
+        self._rank: dict[int, tuple] = {}  # ticket -> (holders of its file, ticket) of the bodies taking turns
         self._ticket = 0
         self._sending: dict[int, str] = {}  # ticket -> repo path of the body going out
         self._active: int | None = None  # the body that has the uplink (kept until it ends)
@@ -1660,21 +1658,18 @@ class FanoutServer(HubServer):
             self.peak_uploads = max(self.peak_uploads, self.uploads)
             self._ticket += 1
             handler.sgl_ticket = self._ticket
-            self._queue.append(self._ticket)
-            self._rank[self._ticket] = (_holders(handler), self._ticket)
             self._sending[self._ticket] = getattr(handler, "sgl_path", None) or ""
             return True  # no version bump: a busier source is news to nobody (a freed slot is)
 
     def release(self, handler) -> None:
+        ticket = getattr(handler, "sgl_ticket", None)
         with self._slots:
             self.uploads -= 1
-            if getattr(handler, "sgl_ticket", None) in self._queue:
-                self._queue.remove(handler.sgl_ticket)
-                path = self._sending.pop(handler.sgl_ticket, None)
-                self._rank.pop(handler.sgl_ticket, None)
-                if path and getattr(handler, "sgl_sent_all", False):
-                    self._sent[path] = time.monotonic()
-            if self._active == getattr(handler, "sgl_ticket", None):
+            path = self._sending.pop(ticket, None)
+            self._rank.pop(ticket, None)
+            if path and getattr(handler, "sgl_sent_all", False):
+                self._sent[path] = time.monotonic()
+            if self._active == ticket:
                 self._active = None
             self.version += 1
             self._slots.notify_all()
@@ -1704,11 +1699,12 @@ class FanoutServer(HubServer):
         uplink, and the newest shard waits for at most one body. A body keeps the uplink until it
         ends (one that started is never starved by rarer ones arriving). The others wait while it
         moves; once it has not moved for ``stalled`` seconds (a stuck reader), they go on."""
-        me = getattr(handler, "sgl_ticket", None)
+        me = handler.sgl_ticket
         with self._slots:
-            while self._queue:
+            self._rank.setdefault(me, (_holders(handler), me))
+            while True:
                 if self._active not in self._rank:
-                    self._active = min(self._queue, key=self._rank.__getitem__)
+                    self._active = min(self._rank, key=self._rank.__getitem__)
                     self._moved = time.monotonic()
                 if self._active == me:
                     self._moved = time.monotonic()
