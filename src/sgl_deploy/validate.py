@@ -132,6 +132,10 @@ NUMBER_FLOORS: tuple[tuple[str, float, bool], ...] = (
     ("model_weights_file_timeout_s", 1, False),
     ("model_weights_download_timeout_s", 1, False),
     ("model_weights_poll_interval_s", 1, False),
+    ("model_weights_fanout_limit", 1, False),
+    ("model_weights_fanout_seed_workers", 1, False),
+    ("model_weights_fanout_max_upload_mb_s", 0, False),  # 0: no cap
+    ("model_weights_fanout_max_download_mb_s", 0, False),
     ("probes_timeout_s", 1, False),
     ("probes_concurrency", 1, False),
     ("probes_max_tokens", 1, False),

@@ -285,6 +285,17 @@ def test_negative_weights_size_is_named_as_itself():
     assert one(problems_of("probes_concurrency", 0))
 
 
+def test_fanout_limits_and_caps():
+    p = one(problems_of("model_weights_fanout_limit", 0))
+    assert p["variable"] == "model_weights_fanout_limit" and "1" in p["fix"], p
+    assert one(problems_of("model_weights_fanout_seed_workers", 0))
+    assert one(problems_of("model_weights_fanout_max_upload_mb_s", -5))["variable"] == "model_weights_fanout_max_upload_mb_s"
+    assert one(problems_of("model_weights_fanout_max_download_mb_s", -0.5))
+    for var, value in (("model_weights_fanout_limit", 2), ("model_weights_fanout_max_upload_mb_s", 0),
+                       ("model_weights_fanout_max_download_mb_s", 125.0)):
+        assert problems_of(var, value) == []
+
+
 def test_profile_and_variant():
     assert v.profile_problems(H, {"sglang_plan_model_profile": "minimax-m3"}) == []
     p = one(v.profile_problems(H, {"sglang_plan_model_profile": "minimax-m9"}))
