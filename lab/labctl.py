@@ -31,6 +31,7 @@ Host variables read from the inventory:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -482,6 +483,13 @@ def main() -> None:
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("labctl: needs root (systemd-nspawn, bridge)")
+    # One labctl at a time on this machine: lab tests run side by side (make test runs independent
+    # lab modules in parallel), and an `up` that shares the bridge, the base root, the CA and the hub
+    # must not race a `down` of another inventory that would drop them.
+    STATE.mkdir(parents=True, exist_ok=True)
+    lock = open(STATE / "labctl.lock", "w")  # noqa: SIM115 (held until exit)
+    if args.command != "status":
+        fcntl.flock(lock, fcntl.LOCK_EX)
     {"up": cmd_up, "down": cmd_down, "status": cmd_status, "reset": cmd_reset, "restart": cmd_restart,
      "base": lambda a: build_base(), "hub-up": lambda a: (ensure_network(), hub_up()),
      "hub-down": lambda a: hub_down()}[args.command](args)

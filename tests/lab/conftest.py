@@ -31,6 +31,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_TIMES: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each lab test's wall time, its fixtures' setup and teardown included (a shared converge is
+    charged to the first test that needs it)."""
+    if "tests/lab/" in report.nodeid:
+        _TIMES[report.nodeid] = _TIMES.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TIMES:
+        return
+    tr = terminalreporter
+    tr.section("lab test wall times (setup + call + teardown)")
+    modules: dict[str, float] = {}
+    for nodeid, secs in _TIMES.items():
+        tr.write_line(f"{secs:8.1f}s  {nodeid}")
+        module = nodeid.split("::")[0]
+        modules[module] = modules.get(module, 0.0) + secs
+    tr.section("lab module wall times")
+    for module, secs in sorted(modules.items(), key=lambda kv: -kv[1]):
+        tr.write_line(f"{secs:8.1f}s  {module}")
+    tr.write_line(f"{sum(modules.values()):8.1f}s  total")
+
+
 def labctl(*args: str) -> str:
     out = subprocess.run([str(BIN / "python"), str(REPO / "lab/labctl.py"), *args],
                          capture_output=True, text=True, check=True)
