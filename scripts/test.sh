@@ -84,7 +84,11 @@ stage_unit() {
 
 stage_lab() {
   # shellcheck disable=SC2086
-  SGL_LAB=1 pytest -v -p no:cacheprovider --durations=0 tests/lab --junitxml="$OUT/lab.xml" ${PYTEST_ARGS:-}
+  # two workers, one fleet of lab hosts per xdist group (tests/lab/conftest.py): the lab tests wait on
+  # converges, polls and sleeps more than on this machine's two cores. TEST_LAB_WORKERS=0: one process.
+  local workers="${TEST_LAB_WORKERS:-2}" par=()
+  [[ "$workers" != 0 ]] && par=(-n "$workers" --dist loadgroup)
+  SGL_LAB=1 pytest -v -p no:cacheprovider --durations=0 "${par[@]}" tests/lab --junitxml="$OUT/lab.xml" ${PYTEST_ARGS:-}
 }
 
 stage_molecule() {

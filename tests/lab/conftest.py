@@ -22,8 +22,28 @@ KEY = "/var/lib/sgl-lab/ssh/id_ed25519"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
+# Lab tests run on two pytest-xdist workers (scripts/test.sh: -n 2 --dist loadgroup): each fleet of lab
+# hosts is one xdist group, so one worker owns it and its tests keep their file order. Tests of the main
+# lab (fixtures `lab`/`site`) are group "mainlab"; modules that share a fleet name it here; every other
+# test is grouped by its module (its own inventory and hosts).
+SHARED_FLEETS = {
+    "test_gateway.py": "redeploy-fleet",  # tests/lab/inventories/redeploy, converged once for both
+    "test_redeploy.py": "redeploy-fleet",
+}
+
+
+def fleet_group(item) -> str:
+    if {"lab", "site"} & set(getattr(item, "fixturenames", ())):
+        return "mainlab"
+    module = Path(str(item.fspath)).name
+    return SHARED_FLEETS.get(module, module.removesuffix(".py"))
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SGL_LAB") == "1":
+        for item in items:
+            if "tests/lab/" in str(item.fspath):
+                item.add_marker(pytest.mark.xdist_group(fleet_group(item)))
         return
     skip = pytest.mark.skip(reason="lab test: set SGL_LAB=1 (make test does)")
     for item in items:

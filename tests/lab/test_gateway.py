@@ -1,7 +1,7 @@
-"""The smg gateway in the lab: two engine hosts (gw1, gw2) behind gwrouter.
+"""The smg gateway in the lab: two engine hosts (rd1, rd2) behind rdrouter.
 
 One converge for the module: the engines with site.yml (--skip-tags router), then the previous
-toolkit's router role (commit OLD_TOOLKIT, sglang-router 0.3.2, plain HTTP) on gwrouter. Then, in order:
+toolkit's router role (commit OLD_TOOLKIT, sglang-router 0.3.2, plain HTTP) on rdrouter. Then, in order:
 
 * migration to smg under client load (playbooks/migrate-gateway.yml, same port, TLS kept off so the
   clients' URL does not change): the longest client gap and the error count are printed (and written
@@ -13,8 +13,10 @@ toolkit's router role (commit OLD_TOOLKIT, sglang-router 0.3.2, plain HTTP) on g
   through smg's worker API, the other host untouched, 0 client errors.
 The plain rolling redeploy through smg + TLS is tests/lab/test_redeploy.py (same lab group_vars).
 
-Own hosts and inventory (tests/lab/inventories/gateway, 10.77.0.91/.92/.99). SGL_LAB=1 runs it;
-SGL_LAB_KEEP=1 keeps the hosts afterwards.
+The hosts and inventory of tests/lab/test_redeploy.py (tests/lab/inventories/redeploy, 10.77.0.31/.32/.39),
+shared to save a fleet's converge: this module runs first (file order) and leaves the fleet up with smg and
+TLS, which test_redeploy.py's own converge then finds nearly done (it also stands alone). SGL_LAB=1 runs it;
+the fleet goes down with test_redeploy.py's fixture or at the end of `make test`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from gateway_load import Client
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-INV = REPO / "tests/lab/inventories/gateway/hosts.yml"
-HOSTS = {"gw1": "10.77.0.91", "gw2": "10.77.0.92"}
-ROUTER = "10.77.0.99"
+INV = REPO / "tests/lab/inventories/redeploy/hosts.yml"  # shared with test_redeploy.py
+HOSTS = {"rd1": "10.77.0.31", "rd2": "10.77.0.32"}
+ROUTER = "10.77.0.39"
 HTTP_URL = f"http://{ROUTER}:30000"
 HTTPS_URL = f"https://{ROUTER}:30000"
 LAB_CA = "/var/lib/sgl-lab/tls/ca.crt"
@@ -92,7 +94,7 @@ def main_pid(addr: str) -> str:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """gw1, gw2 serving (site.yml without the router), gwrouter running sglang-router 0.3.2."""
+    """rd1, rd2 serving (site.yml without the router), rdrouter running sglang-router 0.3.2."""
     timed("labctl up", labctl, "up", "-i", str(INV))
     # the engines' own probes are test_site.py's and test_redeploy.py's business: off here (time)
     run = timed("site.yml --skip-tags router", playbook, "site.yml", "--skip-tags", "router",
@@ -102,9 +104,7 @@ def fleet(tmp_path_factory):
     run = timed("old router (sglang-router 0.3.2)", playbook, old, "-e", NO_TLS, inventory=INV)
     assert run.rc == 0, run.out[-6000:]
     assert "sglang::router" in ps(ROUTER)
-    yield HOSTS
-    if os.environ.get("SGL_LAB_KEEP") != "1":
-        labctl("down", "-i", str(INV))
+    yield HOSTS  # left up for test_redeploy.py (same fleet)
 
 
 def test_migration_from_sglang_router_under_load(fleet):
@@ -165,7 +165,7 @@ def test_tls_auth_and_plain_http_refused(fleet):
 
 def test_crashing_engine_rolls_back_through_smg_with_zero_client_errors(fleet):
     before = {h: exec_start(a) for h, a in HOSTS.items()}
-    gw2_pid = main_pid(HOSTS["gw2"])
+    rd2_pid = main_pid(HOSTS["rd2"])
     run_id = "lab-gw-crash-" + time.strftime("%H%M%S")
     crash = json.dumps({"sglang_service_environment": {"SGL_LAB_LOAD_SECONDS": "3", "SGL_LAB_FAULT": "crash-after-load"},
                         "probes_only": ["models", "chat"]})  # the rollback's probes of the old version: short
@@ -178,13 +178,13 @@ def test_crashing_engine_rolls_back_through_smg_with_zero_client_errors(fleet):
         time.sleep(2)
     print(client.summary(), *client.errors[:10], sep="\n")
     assert proc.returncode == 1, proc.stderr[-4000:]
-    rep = json.loads((REPORTS / "redeploy" / run_id / "gw1.json").read_text())
+    rep = json.loads((REPORTS / "redeploy" / run_id / "rd1.json").read_text())
     assert rep["status"] == "rolled_back", rep.get("failure")
     assert [s["step"] for s in rep["steps"]][-1] == "restored"
-    assert not (REPORTS / "redeploy" / run_id / "gw2.json").exists()  # the rollout stopped before gw2
-    assert exec_start(HOSTS["gw1"]) == before["gw1"] and exec_start(HOSTS["gw2"]) == before["gw2"]
-    assert main_pid(HOSTS["gw2"]) == gw2_pid  # gw2 untouched: not even restarted
-    assert "SGL_LAB_FAULT" not in ssh(HOSTS["gw1"], "systemctl show sglang -p Environment")
+    assert not (REPORTS / "redeploy" / run_id / "rd2.json").exists()  # the rollout stopped before rd2
+    assert exec_start(HOSTS["rd1"]) == before["rd1"] and exec_start(HOSTS["rd2"]) == before["rd2"]
+    assert main_pid(HOSTS["rd2"]) == rd2_pid  # rd2 untouched: not even restarted
+    assert "SGL_LAB_FAULT" not in ssh(HOSTS["rd1"], "systemctl show sglang -p Environment")
     assert workers() == WORKERS
     assert client.errors == [], client.errors[:10]
     assert len(client.ok) >= 20
