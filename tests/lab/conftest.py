@@ -39,11 +39,14 @@ def fleet_group(item) -> str:
     return SHARED_FLEETS.get(module, module.removesuffix(".py"))
 
 
+def pytest_itemcollected(item):
+    # at collection of each item: before xdist's own collection_modifyitems reads the groups
+    if os.environ.get("SGL_LAB") == "1" and "tests/lab/" in str(item.fspath):
+        item.add_marker(pytest.mark.xdist_group(fleet_group(item)))
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SGL_LAB") == "1":
-        for item in items:
-            if "tests/lab/" in str(item.fspath):
-                item.add_marker(pytest.mark.xdist_group(fleet_group(item)))
         return
     skip = pytest.mark.skip(reason="lab test: set SGL_LAB=1 (make test does)")
     for item in items:
