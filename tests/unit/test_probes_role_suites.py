@@ -63,7 +63,7 @@ def test_both_suites_against_the_endpoint_and_the_router(tmp_path):
     assert [p["name"] for p in recipe["probes"]] == ["recipe_chat", "recipe_streaming", "recipe_tools",
                                                      "recipe_vision"]
     assert "suite" not in json.loads((run / "gpu01" / "report.json").read_text())
-    assert "== router (recipe suite) ==" in proc.stdout
+    assert "== router (recipe suite) ==" in proc.stdout and "Run sgl-deploy probe for every target and suite at once" in proc.stdout
     assert API_KEY not in proc.stdout
 
 
