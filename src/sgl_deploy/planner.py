@@ -31,6 +31,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sgl_deploy.plan_rules import (  # noqa: F401  (ROLE_VARIABLES, role_message: planner.* for callers)
+    ROLE_VARIABLES,
+    ModelShape,
+    Refusal,
+    context_refusal,
+    layout_refusals,
+    profile_shape,
+    role_message,
+    served_name_refusal,
+    version_key,
+    version_refusal,
+)
 from sgl_deploy.ports import ENGINE_PORT
 from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, load_profile
 
@@ -45,10 +57,16 @@ MAX_SUGGESTED_NODES = 8
 class PlanError(ValueError):
     """No valid plan: ``message`` says why; ``alternatives`` lists what would work."""
 
-    def __init__(self, message: str, alternatives: list[dict[str, Any]] | None = None):
+    def __init__(self, message: str, alternatives: list[dict[str, Any]] | None = None, fix: str | None = None):
         super().__init__(message)
         self.message = message
         self.alternatives = alternatives or []
+        self.fix = fix  # the fix in inventory words when the rule knows it (else refusal_message picks one)
+
+    @classmethod
+    def of(cls, refusal: Refusal, alternatives: list[dict[str, Any]] | None = None) -> "PlanError":
+        """The refusal of a rule of :mod:`sgl_deploy.plan_rules`, with its fix."""
+        return cls(refusal.message, alternatives, fix=refusal.fix)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form printed by ``sgl-deploy plan --json`` on failure."""
@@ -56,16 +74,6 @@ class PlanError(ValueError):
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The model numbers that constrain the parallel split."""
-
-    num_layers: int
-    num_experts: int
-    num_attention_heads: int
-    num_key_value_heads: int
 
 
 @dataclass(frozen=True)
@@ -205,28 +213,6 @@ def plan_to_dict(plan_obj: Plan) -> dict[str, Any]:
 # --------------------------------------------------------------------------- helpers
 
 
-def version_key(version: str) -> tuple[Any, ...]:
-    """Sortable key for versions like ``0.5.4.post1``, ``0.5.23``, ``0.5.16rc1``."""
-    release: list[int] = []
-    post = 0
-    pre: tuple[int, int] = (1, 0)  # final release sorts after pre-releases
-    for piece in str(version).strip().lstrip("v").split("."):
-        match = re.match(r"^(\d+)(?:(a|b|rc)(\d+))?$", piece)
-        if match:
-            release.append(int(match.group(1)))
-            if match.group(2):
-                pre = (0, int(match.group(3)))
-            continue
-        post_match = re.match(r"^post(\d+)$", piece)
-        if post_match:
-            post = int(post_match.group(1))
-            continue
-        break
-    while len(release) < 3:
-        release.append(0)
-    return (tuple(release), pre, post)
-
-
 def weights_dir(weights_root: str, model_id: str, revision: str) -> str:
     """Where the weights of ``model_id@revision`` live: ``<root>/<owner>--<name>/<revision>``."""
     return f"{str(weights_root).rstrip('/')}/{str(model_id).replace('/', '--')}/{revision}"
@@ -238,34 +224,22 @@ def kv_replication(tp: int, kv_heads: int) -> int:
 
 
 def layout_problems(layout: Layout, shape: ModelShape, nnodes: int, total_gpus: int) -> list[str]:
-    """Reasons this layout is invalid for the model and hardware; empty = valid."""
-    out: list[str] = []
+    """Reasons this layout is invalid for the model and hardware; empty = valid. The model's rules
+    are :func:`sgl_deploy.plan_rules.layout_refusals` (also run by the inventory validation)."""
+    return [r.message for r in layout_refusal_list(layout, shape, nnodes, total_gpus)]
+
+
+def layout_refusal_list(layout: Layout, shape: ModelShape, nnodes: int, total_gpus: int) -> list[Refusal]:
+    """:func:`layout_problems` with each refusal's option and fix."""
     tp, ep, dp, pp = layout.tp, layout.ep, layout.dp, layout.pp
     if min(tp, ep, dp, pp) < 1:
-        return [f"tp/ep/dp/pp must be >= 1 (got tp {tp} ep {ep} dp {dp} pp {pp})"]
-    if shape.num_attention_heads % tp:
-        out.append(f"tp_size {tp} does not divide the {shape.num_attention_heads} attention heads")
-    kvh = shape.num_key_value_heads
-    if kvh % tp and tp % kvh:
-        out.append(f"tp_size {tp} neither divides nor is a multiple of the {kvh} KV heads")
-    if tp % ep:
-        out.append(
-            f"ep_size {ep} does not divide tp_size {tp} (SGLang needs tp = ep x moe_tp; "
-            "its argument checks pass this and the launch fails later)"
-        )
-    if shape.num_experts % ep:
-        out.append(f"ep_size {ep} does not divide the {shape.num_experts} experts")
-    if pp > shape.num_layers:
-        out.append(f"pp_size {pp} exceeds the {shape.num_layers} layers")
-    if (tp * pp) % nnodes:
-        out.append(f"tp_size x pp_size = {tp * pp} is not divisible by nnodes {nnodes} (SGLang check_server_args)")
-    if dp > 1 and nnodes > 1:
-        out.append(
-            f"dp_size {dp} with nnodes {nnodes}: SGLang refuses data parallelism across nodes "
-            "(use attention DP, --attn-dp-size, via extra_args instead)"
-        )
+        return [Refusal("tp_size", tp, f"tp/ep/dp/pp must be >= 1 (got tp {tp} ep {ep} dp {dp} pp {pp})",
+                        "set each sglang_plan_*_size to 1 or more, or remove it so the planner decides")]
+    out = layout_refusals(shape, tp, ep, dp, pp, nnodes)
     if layout.gpus > total_gpus:
-        out.append(f"tp x pp x dp = {layout.gpus} GPUs, but only {total_gpus} are available")
+        out.append(Refusal("tp_size", tp, f"tp x pp x dp = {layout.gpus} GPUs, but only {total_gpus} are available",
+                           "set sglang_plan_tp_size (x pp x dp) to at most the host's GPU count, or remove it so "
+                           "the planner decides"))
     return out
 
 
@@ -447,13 +421,7 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
 
 def _shape(profile: Profile, hf_config: dict[str, Any] | None, reasoning: list[str]) -> ModelShape:
     """Model shape from the profile, overridden by a real config.json subset if given."""
-    mc = profile.get("model_config")
-    values = {
-        "num_layers": int(mc["num_layers"]),
-        "num_experts": int(mc["num_experts"]),
-        "num_attention_heads": int(mc["num_attention_heads"]),
-        "num_key_value_heads": int(mc["num_key_value_heads"]),
-    }
+    values = asdict(profile_shape(profile))
     if hf_config:
         cfg = hf_config.get("text_config") or hf_config
         mapping = {
@@ -718,11 +686,9 @@ def make_plan(
 
     # versions
     min_ver = str(prof.get("min_sglang_version"))
-    if version_key(sglang_version) < version_key(min_ver):
-        raise PlanError(
-            f"{display} needs SGLang >= {min_ver} ({prof.source('min_sglang_version')}); got {sglang_version}",
-            [{"hint": f"sglang_version >= {min_ver} (toolkit default {DEFAULT_SGLANG_VERSION})"}],
-        )
+    refused = version_refusal(prof, str(sglang_version))
+    if refused:
+        raise PlanError.of(refused, [{"hint": f"sglang_version >= {min_ver} (toolkit default {DEFAULT_SGLANG_VERSION})"}])
 
     # hardware and model
     gpn, mem_gb, gpu_name, arch = _hardware(gpu_facts, gpus_per_node, gpu_memory_gb, reasoning, warnings)
@@ -794,8 +760,9 @@ def make_plan(
         )
 
     served = served_model_name or prof.get("served_model_name")
-    if ":" in str(served):
-        raise PlanError(f"served_model_name {served!r} contains ':' (SGLang reserves it for LoRA adapters)")
+    refused = served_name_refusal(str(served))
+    if refused:
+        raise PlanError.of(refused)
     mid = model_id or var["model_id"]
     rev = revision or var.get("revision") or "master"
     path = model_path or weights_dir(weights_root, mid, rev)
@@ -897,12 +864,13 @@ def _valid_alternatives(ctx: _Ctx, limit: int = 4) -> list[dict[str, Any]]:
     return out
 
 
-def _override_error(message: str, ctx: _Ctx) -> PlanError:
-    """PlanError for a refused layout override, listing the layouts that are valid and fit here."""
+def _override_error(message: str, ctx: _Ctx, refusals: list[Refusal] | None = None) -> PlanError:
+    """PlanError for a refused layout override, listing the layouts that are valid and fit here;
+    the fix is the first broken rule's (the inventory validation gives the same one)."""
     alts = _valid_alternatives(ctx)
     if alts:
         message += ". Valid here: " + "; ".join(a["hint"] for a in alts) + "."
-    return PlanError(message, alts)
+    return PlanError(message, alts, fix=refusals[0].fix if refusals else None)
 
 
 def _choose_layout(
@@ -949,9 +917,10 @@ def _choose_layout(
             base = candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes)
             if ep is not None and base:
                 bad = replace(base[0], ep=int(ep))
-                problems = layout_problems(bad, ctx.shape, ctx.nnodes, total)
+                refusals = layout_refusal_list(bad, ctx.shape, ctx.nnodes, total)
                 raise _override_error(
-                    f"invalid override: ep_size {ep} with {bad.describe()}: " + "; ".join(problems), ctx
+                    f"invalid override: ep_size {ep} with {bad.describe()}: " + "; ".join(r.message for r in refusals),
+                    ctx, refusals,
                 )
             raise PlanError(
                 f"no valid tp/pp split of {total} GPUs for {ctx.profile.get('display_name')} "
@@ -959,10 +928,11 @@ def _choose_layout(
                 f"{ctx.shape.num_experts} experts)",
                 suggest_alternatives(ctx),
             )
-    problems = layout_problems(layout, ctx.shape, ctx.nnodes, total)
-    if problems:
+    refusals = layout_refusal_list(layout, ctx.shape, ctx.nnodes, total)
+    if refusals:
         raise _override_error(
-            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(problems), ctx
+            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(r.message for r in refusals),
+            ctx, refusals,
         )
     if not ctx.fits(layout):
         raise _shortfall_error(ctx, layout, prefix="override: " if layout.source == "override" else "")
@@ -1023,8 +993,9 @@ def _context_length(
         req = int(requested)
         if req < 1:
             raise PlanError(f"context_length must be >= 1 (got {req})")
-        if req > max_ctx:
-            raise PlanError(f"invalid override: context_length {req} exceeds the model's maximum {max_ctx}")
+        refused = context_refusal(req, max_ctx)
+        if refused:
+            raise PlanError.of(refused)
         if req > capacity:
             raise PlanError(
                 f"invalid override: context_length {req} exceeds the KV cache capacity of {capacity} tokens "
@@ -1057,36 +1028,6 @@ def plan(**kwargs: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- Ansible wording
 
-# Planner options -> the sglang_plan role's inventory variables, so that a refusal shown by
-# Ansible names what the user sets (the CLI keeps the option names and flags).
-ROLE_VARIABLES = {
-    "tp_size": "sglang_plan_tp_size",
-    "ep_size": "sglang_plan_ep_size",
-    "dp_size": "sglang_plan_dp_size",
-    "pp_size": "sglang_plan_pp_size",
-    "context_length": "sglang_plan_context_length",
-    "mem_fraction_static": "sglang_plan_mem_fraction_static",
-    "kv_gb_per_mtok": "sglang_plan_kv_gb_per_mtok",
-    "weights_gb": "sglang_plan_weights_gb",
-    "served_model_name": "sglang_plan_served_model_name",
-    "sglang_version": "sglang_plan_sglang_version",
-    "port": "sglang_plan_port",
-    "recipe": "sglang_plan_recipe",
-}
-_OPTION_RE = re.compile(r"(?<![\w:/.-])(" + "|".join(ROLE_VARIABLES) + r")(?= [\d'\"]| must)")
-_FLAG_RE = re.compile(r"--(tp|ep|dp|pp)-size (\d+)")
-_NODES_RE = re.compile(r"--nodes (\d+) \(")
-
-
-def role_message(message: str) -> str:
-    """A planner message in the sglang_plan role's words: ``tp_size 3`` -> ``sglang_plan_tp_size 3``,
-    ``--tp-size 2`` -> ``sglang_plan_tp_size=2``, ``--nodes 7 (`` -> ``7 hosts like this one in
-    one sglang_replicas group (``."""
-    text = _OPTION_RE.sub(lambda m: ROLE_VARIABLES[m.group(1)], str(message))
-    text = _FLAG_RE.sub(lambda m: f"sglang_plan_{m.group(1)}_size={m.group(2)}", text)
-    return _NODES_RE.sub(lambda m: f"{m.group(1)} hosts like this one in one sglang_replicas group (", text)
-
-
 # Why a plan was refused -> the fix that speaks to that cause (first match wins). Only a memory
 # shortfall suggests other hosts; a bad value names its variable.
 _REFUSAL_FIXES: tuple[tuple[str, str], ...] = (
@@ -1112,12 +1053,13 @@ _REFUSAL_FIXES: tuple[tuple[str, str], ...] = (
 )
 
 
-def refusal_message(host: str, message: str) -> str:
+def refusal_message(host: str, message: str, fix: str | None = None) -> str:
     """A planner refusal as the sglang_plan role prints it: host, the reason in inventory words and
-    the fix that fits the cause (never "more GPU memory" for a bad value)."""
+    the fix that fits the cause (the rule's own ``fix`` when it has one; never "more GPU memory" for
+    a bad value)."""
     text = role_message(str(message)).rstrip(".")
-    fix = next((f for pattern, f in _REFUSAL_FIXES if re.search(pattern, text)),
-               "change the sglang_plan_* value named above, or remove it so the planner decides")
+    fix = fix or next((f for pattern, f in _REFUSAL_FIXES if re.search(pattern, text)),
+                      "change the sglang_plan_* value named above, or remove it so the planner decides")
     kind = "no deployment plan fits this host" if re.search(r"does not fit|short by|no valid tp/pp split", text) \
         else "the planner refuses an inventory value"
     return f"{host}: {kind} ({text}). Fix: {fix}."
@@ -1129,7 +1071,7 @@ def plan_attempt(inventory_host: str, /, **kwargs: Any) -> dict[str, Any]:
     try:
         return {"plan": plan(**kwargs), "error": None}
     except PlanError as exc:
-        return {"plan": None, "error": refusal_message(inventory_host, exc.message)}
+        return {"plan": None, "error": refusal_message(inventory_host, exc.message, exc.fix)}
     except (ProfileError, TypeError, ValueError) as exc:
         return {"plan": None, "error": refusal_message(inventory_host, str(exc))}
 
