@@ -269,11 +269,10 @@ def inventory_refusals(host: str, vars_: Mapping[str, Any]) -> list[tuple[str, A
     served = vars_.get("sglang_plan_served_model_name")
     if served not in (None, ""):
         refusals.append(served_name_refusal(str(served)))
-    seen: set[tuple[str, str]] = set()
-    out = []
+    by_option: dict[str, list[Refusal]] = {}
     for r in refusals:
-        if r is None or (r.option, r.message) in seen:
-            continue
-        seen.add((r.option, r.message))
-        out.append((ROLE_VARIABLES[r.option], r.value, role_message(r.message), r.fix))
-    return out
+        if r is not None:
+            by_option.setdefault(r.option, []).append(r)
+    # one line per variable, its causes joined as the plan joins them
+    return [(ROLE_VARIABLES[option], rs[0].value, role_message("; ".join(r.message for r in rs)), rs[0].fix)
+            for option, rs in by_option.items()]

@@ -890,6 +890,10 @@ def _choose_layout(
         dp_v = int(dp or 1)
         pp_v = int(pp or 1)
         if tp is None:
+            # the model's rules first (the inventory validation gives the same refusal without GPUs)
+            early = layout_refusals(ctx.shape, None, None if ep is None else int(ep), dp_v, pp_v, ctx.nnodes)
+            if early:
+                raise _override_error("invalid override: " + "; ".join(r.message for r in early), ctx, early)
             if total % (pp_v * dp_v):
                 raise _override_error(
                     f"invalid override: pp_size {pp_v} x dp_size {dp_v} does not divide the {total} GPUs", ctx
