@@ -29,7 +29,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sgl_deploy.plan_rules import (  # noqa: F401  (ROLE_VARIABLES, role_message: planner.* for callers)
     ROLE_VARIABLES,
@@ -44,7 +44,7 @@ from sgl_deploy.plan_rules import (  # noqa: F401  (ROLE_VARIABLES, role_message
     version_refusal,
 )
 from sgl_deploy.ports import ENGINE_PORT
-from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, load_profile
+from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, available_profiles, load_profile
 
 DEFAULT_SGLANG_VERSION = "0.5.23"
 DEFAULT_WEIGHTS_ROOT = "/srv/models"
@@ -62,6 +62,7 @@ class PlanError(ValueError):
         self.message = message
         self.alternatives = alternatives or []
         self.fix = fix  # the fix in inventory words when the rule knows it (else refusal_message picks one)
+        self.no_fit = False  # True: the model does not fit the hardware (memory or no valid split)
 
     @classmethod
     def of(cls, refusal: Refusal, alternatives: list[dict[str, Any]] | None = None) -> "PlanError":
@@ -179,6 +180,8 @@ class Plan:
     watchdog_timeout_s: int | None = None
     dist_timeout_s: int | None = None
     nccl_environment: dict[str, str] = field(default_factory=dict)
+    # which values the caller set and which the planner chose, and from what (recipe cell, profile, rule)
+    value_origins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # SGLang's and torch's own safeguards for multi-node groups, made explicit in the argv and the unit
@@ -305,14 +308,21 @@ def candidate_layouts(
     return unique
 
 
-def _recipe_ep(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
-    """The recipe's ep for this tp on a single node with ``total`` GPUs, if any."""
+def _recipe_layout_index(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
+    """Index in the profile's ``recipe_layouts`` of the layout for this tp on a single node with
+    ``total`` GPUs, if any."""
     if nnodes != 1:
         return None
-    for rec in profile.get("recipe_layouts") or []:
+    for i, rec in enumerate(profile.get("recipe_layouts") or []):
         if int(rec["gpus"]) == total and int(rec["tp"]) == tp:
-            return int(rec["ep"])
+            return i
     return None
+
+
+def _recipe_ep(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
+    """The recipe's ep for this tp on a single node with ``total`` GPUs, if any."""
+    i = _recipe_layout_index(profile, tp, total, nnodes)
+    return None if i is None else int(profile.get("recipe_layouts")[i]["ep"])
 
 
 # --------------------------------------------------------------------------- context object
@@ -332,6 +342,9 @@ class _Ctx:
     kv_gb_per_mtok: float
     reserve_gb_per_gpu: float
     min_kv_tokens: int
+    # hosts with these GPUs in the inventory's run (this one included); None: not known (the CLI),
+    # alternatives may then name any hardware
+    same_gpu_hosts: int | None = None
 
     @property
     def total_gpus(self) -> int:
@@ -385,7 +398,9 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
     """Hardware/layout changes under which the model fits (for PlanError messages)."""
     alts: list[dict[str, Any]] = []
     mem_label = f"{ctx.gpu_memory_gb:.0f} GB"
-    if ctx.nnodes == 1:
+    inventory = ctx.same_gpu_hosts is not None  # offer only what this inventory's hosts could take
+    max_nodes = min(MAX_SUGGESTED_NODES, ctx.same_gpu_hosts) if inventory else MAX_SUGGESTED_NODES
+    if ctx.nnodes == 1 and not inventory:
         for g in NODE_SIZES:
             if g <= ctx.gpus_per_node:
                 continue
@@ -394,7 +409,7 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
             if lay:
                 alts.append(_alt(f"at least {g} GPUs of {mem_label} on one node ({lay.describe()})", c, lay))
                 break
-    for k in range(ctx.nnodes + 1, MAX_SUGGESTED_NODES + 1):
+    for k in range(ctx.nnodes + 1, max_nodes + 1):
         c = ctx.with_hw(ctx.gpus_per_node, k)
         lay = c.best_layout()
         if lay:
@@ -403,7 +418,7 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
             )
             break
     # same GPU count, larger GPUs
-    for lay in candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
+    for lay in [] if inventory else candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
         if layout_problems(lay, ctx.shape, ctx.nnodes, ctx.total_gpus):
             continue
         need = ctx.needed_gb(lay) / (lay.gpus_per_replica * ctx.mem_fraction)
@@ -592,6 +607,22 @@ def recipe_args(
     return argv, sources, dropped
 
 
+def recipe_fraction_cell(prof: Profile, recipe: str, variant: str, total_gpus: int) -> dict[str, Any] | None:
+    """The active recipe's cell whose ``mem_fraction_static`` applies to this variant on hardware the
+    recipe has no cell for: the variant's cell with the same GPU count, else its most careful
+    (smallest) fraction; ``None`` when the recipe has no cell for the variant (or is ``none``)."""
+    if recipe not in RECIPE_CHOICES or recipe == "none":
+        return None
+    cells = [(i, c) for i, c in enumerate((prof.get("recipe_matrix") or {}).get(recipe) or [])
+             if not c.get("variant") or c["variant"] == variant]
+    if not cells:
+        return None
+    same = [ic for ic in cells if int(ic[1]["gpus"]) == total_gpus]
+    i, cell = same[0] if same else min(cells, key=lambda ic: float(ic[1]["mem_fraction_static"]))
+    key = f"recipe_matrix.{recipe}[{i}]"
+    return {**cell, "key": key, "source": prof.source(key)}
+
+
 def _mem_fraction(prof: Profile, requested: float | None, reasoning: list[str], warnings: list[str]) -> float:
     """mem_fraction_static: a validated override, else the profile's."""
     if requested is not None:
@@ -664,6 +695,9 @@ def make_plan(
     dist_init_addr: str | None = None,
     extra_args: list[str] | None = None,
     recipe: str = "cookbook",
+    same_gpu_hosts: int | None = None,
+    given_by: str = "command line",
+    suggest_models: bool = True,
 ) -> Plan:
     """Compute a :class:`Plan`; raise :class:`PlanError` when no valid plan exists.
 
@@ -671,7 +705,13 @@ def make_plan(
     ``gpus_per_node`` / ``gpu_memory_gb`` win over it. ``weights_gb`` (e.g. the hub
     listing size) and ``kv_gb_per_mtok`` override the profile. ``hf_config`` (a
     config.json mapping) overrides the profile's model shape and caps the context.
+    ``same_gpu_hosts``: hosts with these GPUs in the inventory's run (the role passes it), so a
+    refusal offers only alternatives that inventory could take (``None``: any hardware).
+    ``given_by``: who set the explicit values (``inventory``: the role, named by variable;
+    ``command line``: the CLI, named by flag), for the plan's ``value_origins``.
     """
+    given = {"tp_size": tp_size, "ep_size": ep_size, "dp_size": dp_size, "pp_size": pp_size,
+             "mem_fraction_static": mem_fraction_static, "context_length": context_length}
     reasoning: list[str] = []
     warnings: list[str] = []
     prof = profile if isinstance(profile, Profile) else load_profile(profile or DEFAULT_PROFILE)
@@ -705,6 +745,7 @@ def make_plan(
     # recipe matrix: the cell's tp/ep and mem fraction unless the inventory overrides them
     cell = recipe_cell(prof, recipe, gpu_name, var["name"], gpn * nnodes) if nnodes == 1 else None
     layout_override = any(v is not None for v in (tp_size, dp_size, pp_size))
+    frac_cell: dict[str, Any] | None = None
     if cell is not None:
         reasoning.append(f"{recipe} cell {cell['cell']}: {cell.get('source')}")
         if not layout_override:
@@ -723,7 +764,17 @@ def make_plan(
             reasoning.append(
                 f"no {recipe} cell for {gpn * nnodes} x {gpu_name or 'unknown GPU'} ({var['name']}): planned flags only"
             )
-        frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
+        # the recipe's fraction for this build on GPUs it has no cell for; with no GPU name (the CLI's
+        # --gpus/--gpu-memory-gb) no recipe applies, as no cell can match
+        frac_cell = (recipe_fraction_cell(prof, recipe, var["name"], gpn * nnodes)
+                     if mem_fraction_static is None and gpu_name else None)
+        if frac_cell is not None:
+            # the fraction the active recipe uses for this build (a refusal quotes it too)
+            frac = float(frac_cell["mem_fraction_static"])
+            reasoning.append(f"mem_fraction_static {frac}: the {recipe} recipe's for {var['name']} "
+                             f"(cell {frac_cell['cell']}, {frac_cell['source']})")
+        else:
+            frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
         r_args, r_sources = [], {}
 
     ctx = _Ctx(
@@ -731,14 +782,36 @@ def make_plan(
         mem_fraction=frac, weights_gb=w_gb, kv_gb_per_mtok=kv,
         reserve_gb_per_gpu=float(prof.get("runtime_reserve_gb_per_gpu")),
         min_kv_tokens=int(prof.get("min_kv_tokens")),
+        same_gpu_hosts=None if same_gpu_hosts is None else max(1, int(same_gpu_hosts)),
     )
-    layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings,
-                            source=f"{recipe} cell" if cell is not None and not layout_override else "override")
+    try:
+        layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings,
+                                source=f"{recipe} cell" if cell is not None and not layout_override else "override")
+    except PlanError as exc:
+        if exc.no_fit:
+            _offer_smaller_models(exc, prof, var, w_gb, ctx, suggest_models, dict(
+                gpu_facts=gpu_facts, gpus_per_node=gpn, gpu_memory_gb=mem_gb, nodes=nnodes, recipe=recipe,
+                sglang_version=sglang_version))
+        raise
     mem = ctx.memory(layout)
     _explain_memory(layout, mem, mem_gb, frac, w_gb, shape, reasoning)
 
     max_ctx = _max_context(prof, hf_config, reasoning)
     ctx_len = _context_length(context_length, max_ctx, mem.max_total_tokens, reasoning, warnings)
+    origins = _value_origins(
+        given, given_by, prof, ctx, layout, cell, recipe, layout_override, frac_cell if cell is None else None,
+        ctx_len, max_ctx, mem.max_total_tokens,
+    )
+    for name, origin in origins.items():
+        if origin["by"] == "planner" and any(given.values()):
+            reasoning.append(f"{name} {origin['value']} chosen by the planner: {origin['from']}")
+    picked = origins["ep_size"]
+    if given["tp_size"] is not None and given["ep_size"] is None and cell is not None and int(cell["ep"]) != layout.ep:
+        warnings.append(
+            f"ep_size {layout.ep} chosen by the planner ({picked['from']}), not the {recipe} cell {cell['cell']}'s "
+            f"ep {cell['ep']}: {_given_name('tp_size', given_by)} is set, so the cell's layout is not applied; set "
+            f"{_given_name('ep_size', given_by)} to choose"
+        )
 
     # multi-node
     if nnodes > 1:
@@ -830,7 +903,105 @@ def make_plan(
         recipe_args=r_args,
         recipe_sources=r_sources,
         msa_jit_warm=needs_msa_warm(arch, list(prof.get("architectures") or [])),
+        value_origins=origins,
     )
+
+
+def _given_name(name: str, given_by: str) -> str:
+    """How the caller names an explicit value: the role's variable or the CLI's flag."""
+    return ROLE_VARIABLES[name] if given_by == "inventory" else "--" + name.replace("_", "-")
+
+
+def _value_origins(
+    given: dict[str, Any], given_by: str, prof: Profile, ctx: _Ctx, layout: Layout, cell: dict[str, Any] | None,
+    recipe: str, layout_override: bool, frac_cell: dict[str, Any] | None, ctx_len: int, max_ctx: int, capacity: int,
+) -> dict[str, dict[str, Any]]:
+    """Where each planned value came from: ``{by: inventory|command line, name}`` when the caller set it,
+    ``{by: planner, from: <recipe cell, profile entry or rule>}`` when the planner chose it."""
+    values = {"tp_size": layout.tp, "ep_size": layout.ep, "dp_size": layout.dp, "pp_size": layout.pp,
+              "mem_fraction_static": ctx.mem_fraction, "context_length": ctx_len}
+    total = ctx.total_gpus
+    cell_text = f"{recipe} cell {cell['cell']} ({cell['key']})" if cell is not None else ""
+    rec_i = _recipe_layout_index(prof, layout.tp, total, ctx.nnodes)
+    rec_text = (f"the profile's recipe layout for {total} GPUs ({prof.name} recipe_layouts[{rec_i}])"
+                if rec_i is not None else "")
+
+    def layout_from(name: str) -> str:
+        if cell is not None and not layout_override and name in ("tp_size", "ep_size"):
+            return cell_text
+        if layout.source == "recipe" and name in ("tp_size", "ep_size"):
+            return rec_text
+        if name == "ep_size":
+            if layout_override and rec_i is not None:
+                return rec_text
+            return f"1: no recipe layout for tp {layout.tp} on {total} GPUs"
+        if name == "tp_size":
+            if given["pp_size"] is not None or given["dp_size"] is not None:
+                return f"the {total} GPUs / (pp {layout.pp} x dp {layout.dp})"
+            return "the first valid layout that fits (" + (
+                "all GPUs in one tensor-parallel group)" if layout.pp == 1 else "tensor parallel inside, pipeline across)")
+        if name == "pp_size" and layout.pp > 1:
+            return f"the first valid tp x pp split of the {total} GPUs that fits"
+        return "1, the default"
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        if given[name] is not None:
+            out[name] = {"value": value, "by": given_by, "name": _given_name(name, given_by)}
+        elif name == "mem_fraction_static":
+            if cell is not None:
+                src = cell_text
+            elif frac_cell is not None:
+                src = f"the {recipe} recipe's fraction for this model build ({recipe} cell {frac_cell['cell']}, {frac_cell['key']})"
+            else:
+                src = f"the profile ({prof.name} mem_fraction_static)"
+            out[name] = {"value": value, "by": "planner", "from": src}
+        elif name == "context_length":
+            src = "the model maximum" if ctx_len >= max_ctx else f"the KV capacity (below the model maximum {max_ctx})"
+            out[name] = {"value": value, "by": "planner", "from": src}
+        else:
+            out[name] = {"value": value, "by": "planner", "from": layout_from(name)}
+    return out
+
+
+def _offer_smaller_models(
+    exc: PlanError, prof: Profile, var: dict[str, Any], weights_gb: float, ctx: _Ctx, enabled: bool,
+    hardware: dict[str, Any],
+) -> None:
+    """Add to a does-not-fit refusal the smaller models (other variants of the profile, other shipped
+    profiles) that fit the same hardware, planned the same way; set the fix for this inventory."""
+    offers: list[dict[str, Any]] = []
+    if enabled:
+        for name in [prof.name] + [n for n in available_profiles() if n != prof.name]:
+            try:
+                other = prof if name == prof.name else load_profile(name)
+            except (ProfileError, OSError, ValueError):
+                continue
+            for vname, vdata in sorted((other.get("variants") or {}).items()):
+                if name == prof.name and vname == var["name"]:
+                    continue
+                try:
+                    if float(other.variant(vname)["weights_gb"]) >= weights_gb:
+                        continue
+                    alt = make_plan(profile=other, variant=vname, suggest_models=False, **hardware)
+                except (PlanError, ProfileError, KeyError, TypeError, ValueError):
+                    continue
+                offers.append({
+                    "hint": f"--profile {other.name} --variant {vname} --model-id {alt.model_id} "
+                            f"({other.get('display_name')}, {alt.weights_gb:.0f} GB weights: tp {alt.tp_size} "
+                            f"ep {alt.ep_size}, {alt.max_total_tokens} tokens of KV cache)",
+                    "profile": other.name, "variant": vname, "model_id": alt.model_id,
+                    "tp_size": alt.tp_size, "ep_size": alt.ep_size, "max_total_tokens": alt.max_total_tokens,
+                })
+    if offers:
+        exc.message = exc.message.rstrip(".") + ". A smaller model fits: " + "; ".join(o["hint"] for o in offers) + "."
+        exc.alternatives = exc.alternatives + offers
+        exc.args = (exc.message,)
+    if ctx.same_gpu_hosts is not None:
+        exc.fix = ("take one of the alternatives named above, or use hosts with more GPU memory"
+                   if exc.alternatives else
+                   "use hosts with more GPU memory, or add hosts with these GPUs to the inventory and put them in "
+                   "one replica group (sglang_replicas)")
 
 
 def _shortfall_error(ctx: _Ctx, layout: Layout, prefix: str = "") -> PlanError:
@@ -849,7 +1020,9 @@ def _shortfall_error(ctx: _Ctx, layout: Layout, prefix: str = "") -> PlanError:
     )
     if alts:
         msg += " Would work: " + "; ".join(a["hint"] for a in alts) + "."
-    return PlanError(msg, alts)
+    err = PlanError(msg, alts)
+    err.no_fit = True
+    return err
 
 
 def _valid_alternatives(ctx: _Ctx, limit: int = 4) -> list[dict[str, Any]]:
@@ -926,12 +1099,14 @@ def _choose_layout(
                     f"invalid override: ep_size {ep} with {bad.describe()}: " + "; ".join(r.message for r in refusals),
                     ctx, refusals,
                 )
-            raise PlanError(
+            err = PlanError(
                 f"no valid tp/pp split of {total} GPUs for {ctx.profile.get('display_name')} "
                 f"({ctx.shape.num_attention_heads} attention heads, {ctx.shape.num_key_value_heads} KV heads, "
                 f"{ctx.shape.num_experts} experts)",
                 suggest_alternatives(ctx),
             )
+            err.no_fit = True
+            raise err
     refusals = layout_refusal_list(layout, ctx.shape, ctx.nnodes, total)
     if refusals:
         raise _override_error(
@@ -1069,9 +1244,28 @@ def refusal_message(host: str, message: str, fix: str | None = None) -> str:
     return f"{host}: {kind} ({text}). Fix: {fix}."
 
 
+def gpu_kind(gpu_facts: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What makes two hosts interchangeable for a plan: GPU name, count and (smallest) memory."""
+    if not gpu_facts:
+        return None
+    gpus = gpu_facts.get("gpus") or []
+    mibs = [g.get("memory_total_mib") for g in gpus if g.get("memory_total_mib")]
+    name = gpu_facts.get("gpu_name") or (gpus[0].get("name") if gpus else None)
+    return (name, int(gpu_facts.get("gpu_count") or len(gpus)), min(mibs) if mibs else gpu_facts.get("gpu_memory_gb"))
+
+
+def same_gpu_hosts(gpu_facts: dict[str, Any] | None, fleet_facts: list[Any]) -> int:
+    """How many of ``fleet_facts`` (the GPU facts of the run's hosts) have the GPUs of ``gpu_facts``
+    (at least 1: this host): the replica groups a refusal may offer."""
+    kind = gpu_kind(gpu_facts)
+    return max(1, sum(1 for f in fleet_facts or [] if isinstance(f, Mapping) and kind and gpu_kind(dict(f)) == kind))
+
+
 def plan_attempt(inventory_host: str, /, **kwargs: Any) -> dict[str, Any]:
     """``{"plan": <plan dict>, "error": None}`` or ``{"plan": None, "error": <refusal_message>}``: the
-    role fails with the message in a task of its own, so no Ansible internals come before it."""
+    role fails with the message in a task of its own, so no Ansible internals come before it. The
+    values it is given come from the inventory (``given_by``)."""
+    kwargs.setdefault("given_by", "inventory")
     try:
         return {"plan": plan(**kwargs), "error": None}
     except PlanError as exc:
@@ -1104,6 +1298,11 @@ def format_plan(p: dict[str, Any]) -> str:
         ("readiness", f"{p['readiness_timeout_s']} s"),
         ("sglang", p["sglang_version"]),
     ]
+    for i, (name, origin) in enumerate((p.get("value_origins") or {}).items()):
+        rows.append(("values" if i == 0 else "", f"{name} {origin.get('value')}: " + (
+            f"chosen by the planner: {origin.get('from')}" if origin.get("by") == "planner"
+            else f"set {'in the' if origin.get('by') == 'inventory' else 'on the'} {origin.get('by')} "
+                 f"({origin.get('name')})")))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if p.get("reasoning"):
