@@ -791,7 +791,7 @@ def make_plan(
         if exc.no_fit:
             _offer_smaller_models(exc, prof, var, w_gb, ctx, suggest_models, dict(
                 gpu_facts=gpu_facts, gpus_per_node=gpn, gpu_memory_gb=mem_gb, nodes=nnodes, recipe=recipe,
-                sglang_version=sglang_version))
+                sglang_version=sglang_version, gpu_architecture=arch))
         raise
     mem = ctx.memory(layout)
     _explain_memory(layout, mem, mem_gb, frac, w_gb, shape, reasoning)
@@ -971,6 +971,9 @@ def _offer_smaller_models(
     """Add to a does-not-fit refusal the smaller models (other variants of the profile, other shipped
     profiles) that fit the same hardware, planned the same way; set the fix for this inventory."""
     offers: list[dict[str, Any]] = []
+    # builds for these GPUs: the host's architecture, else the architectures of the variant asked for
+    arch = hardware.pop("gpu_architecture", None)
+    archs = {arch.lower()} if arch else {a.lower() for a in var.get("gpu_architectures") or []}
     if enabled:
         for name in [prof.name] + [n for n in available_profiles() if n != prof.name]:
             try:
@@ -979,6 +982,9 @@ def _offer_smaller_models(
                 continue
             for vname, vdata in sorted((other.get("variants") or {}).items()):
                 if name == prof.name and vname == var["name"]:
+                    continue
+                built_for = {a.lower() for a in vdata.get("gpu_architectures") or []}
+                if archs and built_for and not archs & built_for:
                     continue
                 try:
                     if float(other.variant(vname)["weights_gb"]) >= weights_gb:

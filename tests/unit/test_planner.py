@@ -527,3 +527,12 @@ def test_same_gpu_hosts_counts_hosts_with_the_same_gpus():
     assert planner.same_gpu_hosts(h200, [h100, h100, h200, None]) == 1
     assert planner.same_gpu_hosts(h100, []) == 1  # this host, at least
     assert planner.same_gpu_hosts(_facts("h100-80gb-x4"), [h100]) == 1  # 4 GPUs are not 8
+
+
+def test_smaller_model_offers_only_builds_for_these_gpus():
+    with pytest.raises(planner.PlanError) as err:
+        planner.plan(gpus_per_node=8, gpu_memory_gb=80, weights_gb=860, variant="hopper-bf16")
+    offered = [(a.get("profile"), a.get("variant")) for a in err.value.alternatives if a.get("profile")]
+    assert ("minimax-m3", "blackwell-mxfp8") not in offered  # Blackwell-only build, Hopper asked for
+    assert ("minimax-m2.5", "fp8") in offered
+    assert "A smaller model fits: --profile minimax-m2.5 --variant fp8 --model-id MiniMaxAI/MiniMax-M2.5" in err.value.message
