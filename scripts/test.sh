@@ -9,6 +9,7 @@
 #             rolling redeploy behind sglang-router with rollback
 #   molecule  molecule test (default scenario: real install from PyPI, idempotence, testinfra)
 # Env: TEST_STAGES="ruff lint unit lab molecule" (subset), PYTEST_ARGS, SGL_LAB_KEEP=1 (keep hosts up).
+# `make lint` runs TEST_STAGES="ruff lint", `make lab-test` TEST_STAGES=lab: each rule lives here once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -20,7 +21,8 @@ mkdir -p "$OUT"
 declare -a SUMMARY=()
 
 teardown() {
-  if [[ "${SGL_LAB_KEEP:-0}" != 1 ]]; then
+  # only a run that booted the lab stops it (`make lint` must not take down a lab someone uses)
+  if [[ " $STAGES " == *" lab "* && "${SGL_LAB_KEEP:-0}" != 1 ]]; then
     "$BIN/python" lab/labctl.py down --all >/dev/null 2>&1 || true
   fi
 }

@@ -184,6 +184,84 @@ class Plan:
     value_origins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+# One line per Plan field: docs/architecture.md's plan-fact table is generated from it
+# (`sgl-deploy docs plan-fields`; tests/unit/test_docs_match_tool.py fails when they differ).
+PLAN_FIELD_DOCS: dict[str, str] = {
+    "model_profile": "profile name (`sglang_plan_model_profile`)",
+    "model_id": "hub id of the checkpoint (the variant's, or `sglang_plan_model_id`)",
+    "model_revision": "hub revision (branch, tag or commit)",
+    "model_path": "weights directory `<weights_root>/<owner>--<name>/<revision>`: the weights role's target, `--model-path`",
+    "served_model_name": "`--served-model-name` (no `:`)",
+    "sglang_version": "the SGLang pin the install role builds a venv for",
+    "gpus_per_node": "GPUs per host (GPU facts, or `--gpus`)",
+    "gpu_memory_gb": "decimal GB per GPU (the smallest GPU of the host)",
+    "nnodes": "hosts of the replica group (1: single node)",
+    "node_rank": "this host's rank in its group (`--node-rank`)",
+    "dist_init_addr": "`host:port` of rank 0 for a multi-node group, else null",
+    "tp_size": "`--tp-size` (global across the group's nodes)",
+    "ep_size": "`--ep-size`",
+    "dp_size": "`--dp-size`",
+    "pp_size": "`--pp-size`",
+    "mem_fraction_static": "`--mem-fraction-static`: the inventory's, the recipe cell's, the active recipe's for the build, else the profile's",
+    "context_length": "`--context-length`: the model maximum capped by the KV capacity, or the inventory's",
+    "max_total_tokens": "KV cache capacity in tokens (memory model, module docstring)",
+    "weights_gb": "weights size in GB used for memory and disk (hub listing, inventory, else profile)",
+    "weights_source": "where `weights_gb` came from: `profile`, `hub`, `inventory` or `override`",
+    "parsers": "preference lists `{tool_call: [...], reasoning: [...]}`: the install role takes the first the installed SGLang accepts",
+    "readiness_timeout_s": "deadline of the service role's readiness gate (load-time model of the profile)",
+    "host": "`--host`",
+    "port": "`--port` (`sglang_plan_port`)",
+    "extra_args": "`sglang_plan_extra_args`, appended last (checked by the installed SGLang's parser)",
+    "reasoning": "human-readable lines: every number with its source",
+    "warnings": "human-readable warnings (capped context, GPUs left idle, planner-chosen values that differ from the cell, ...)",
+    "architectures": "the model's Hugging Face `architectures` (profile)",
+    "model_variant": "the profile variant planned (e.g. `hopper-bf16`, `blackwell-mxfp8`)",
+    "model_dtype": "the variant's weights dtype",
+    "gpu_name": "GPU product name from the facts (null without facts)",
+    "gpu_architecture": "GPU architecture from the facts (`Hopper`, `Blackwell`, ...)",
+    "total_gpus": "GPUs of the group: `gpus_per_node x nnodes`",
+    "layout_source": "where the layout came from: `recipe`, `derived`, `override`, `<recipe> cell`",
+    "kv_gb_per_mtok": "KV cache GB per 1M tokens (profile or `sglang_plan_kv_gb_per_mtok`)",
+    "kv_source": "where `kv_gb_per_mtok` came from: `profile` or `override`",
+    "kv_replication": "ranks holding each KV head (tp / KV heads when tp exceeds them, else 1)",
+    "usable_gb": "GB per replica for weights + KV cache: GPUs x GB x mem fraction",
+    "kv_budget_gb": "GB per replica left for the KV cache after weights and runtime reserve",
+    "max_context": "the model's maximum context (profile, capped by config.json when given)",
+    "max_output": "the model's maximum output tokens (profile; null when unknown)",
+    "min_sglang_version": "first SGLang release that serves the model (profile)",
+    "vision": "the model takes image input (the probes run the vision probe)",
+    "sampling": "the model's generation defaults (profile; the sampling probe checks the server applies them)",
+    "trust_remote_code": "`--trust-remote-code`",
+    "enable_metrics": "`--enable-metrics` (Prometheus scrapes it through the metrics relay)",
+    "unconfirmed": "profile numbers marked `confirmed: false` that this plan used",
+    "recipe": "`sglang_plan_recipe`: `cookbook`, `recipe` or `none`",
+    "recipe_cell": "the profile `recipe_matrix` cell applied (e.g. `h200-bf16`), or null",
+    "recipe_args": "that cell's flags (argv after `--config`, before `extra_args`; an extra arg wins)",
+    "recipe_sources": "flag -> its source in the profile",
+    "msa_jit_warm": "M3 on Blackwell: the install role warms the MSA JIT cache first",
+    "watchdog_timeout_s": "`--watchdog-timeout` on multi-node groups, else null",
+    "dist_timeout_s": "`--dist-timeout` on multi-node groups, else null",
+    "nccl_environment": "torch NCCL safeguards put in the unit's environment on multi-node groups, else `{}`",
+    "value_origins": "tp/ep/dp/pp, mem fraction, context length -> `{value, by: inventory, name}` when set, or `{value, by: planner, from}` naming the recipe cell, profile entry or rule",
+}
+
+
+def plan_fields_markdown() -> str:
+    """The plan-fact table of docs/architecture.md, from :class:`Plan` and :data:`PLAN_FIELD_DOCS`."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Plan)]
+    missing = [n for n in names if n not in PLAN_FIELD_DOCS]
+    stale = [n for n in PLAN_FIELD_DOCS if n not in names]
+    if missing or stale:
+        raise ValueError(f"PLAN_FIELD_DOCS out of date: missing {missing}, not Plan fields {stale}")
+    rows = ["| field | type | meaning |", "| --- | --- | --- |"]
+    for f in fields(Plan):
+        kind = str(f.type).replace("|", "or")
+        rows.append(f"| `{f.name}` | `{kind}` | {PLAN_FIELD_DOCS[f.name]} |")
+    return "\n".join(rows) + "\n"
+
+
 # SGLang's and torch's own safeguards for multi-node groups, made explicit in the argv and the unit
 # (docs/multinode.md, "SGLang's own safeguards"). They turn some hangs into exits that systemd
 # restarts; the group watchdog (roles/sglang_watchdog) covers what they do not (sglang#3099).
