@@ -242,7 +242,8 @@ PLAN_FIELD_DOCS: dict[str, str] = {
     "watchdog_timeout_s": "`--watchdog-timeout` on multi-node groups, else null",
     "dist_timeout_s": "`--dist-timeout` on multi-node groups, else null",
     "nccl_environment": "torch NCCL safeguards put in the unit's environment on multi-node groups, else `{}`",
-    "value_origins": "tp/ep/dp/pp, mem fraction, context length -> `{value, by: inventory, name}` when set, or `{value, by: planner, from}` naming the recipe cell, profile entry or rule",
+    "value_origins": ("tp/ep/dp/pp, mem fraction, context length -> `{value, by: inventory, name}` when set, "
+                      "or `{value, by: planner, from}` naming the recipe cell, profile entry or rule"),
 }
 
 
@@ -793,7 +794,6 @@ def make_plan(
     reasoning: list[str] = []
     warnings: list[str] = []
     prof = profile if isinstance(profile, Profile) else load_profile(profile or DEFAULT_PROFILE)
-    display = prof.get("display_name")
     nnodes = int(nodes or 1)
     if nnodes < 1:
         raise PlanError(f"nodes must be >= 1 (got {nnodes})")
