@@ -881,7 +881,7 @@ def make_plan(
         ctx_len, max_ctx, mem.max_total_tokens,
     )
     for name, origin in origins.items():
-        if origin["by"] == "planner" and any(given.values()):
+        if origin["by"] == "planner" and any(v is not None for v in given.values()):
             reasoning.append(f"{name} {origin['value']} chosen by the planner: {origin['from']}")
     picked = origins["ep_size"]
     if given["tp_size"] is not None and given["ep_size"] is None and cell is not None and int(cell["ep"]) != layout.ep:
