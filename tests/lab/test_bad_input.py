@@ -147,11 +147,12 @@ def test_disk_too_small(hosts):
 
 
 def test_invalid_tp_override(hosts):
-    """tp 3 divides neither the 64 attention heads nor the 2 GPUs."""
+    """tp 3 divides neither the 64 attention heads nor the 2 GPUs: the model's rule needs no GPU, so the
+    validation play refuses it (issue 28), with the plan's words and fix, before any host is contacted."""
     run = site("bi4", {"sglang_plan_tp_size": 3})
     msg = failed_before_changes(run, "bi4")
-    assert_in(msg, "bi4:", "refuses an inventory value", "sglang_plan_tp_size 3 does not divide the 64 attention heads",
-              "only 2 are available", "Valid here: sglang_plan_tp_size=2", "Fix:")
+    assert_in(msg, "bi4: sglang_plan_tp_size = 3", "sglang_plan_tp_size 3 does not divide the 64 attention heads",
+              "nothing was changed", "Fix: set sglang_plan_tp_size to one the model allows")
     assert_untouched(hosts["bi4"])
 
 
