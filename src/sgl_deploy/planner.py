@@ -17,7 +17,12 @@ then replicates KV heads on several ranks), else 1. The SGLang recipe figures re
 Layout rules the planner owns because SGLang only fails late (reference/sglang.md §1):
 tp divides the attention heads; tp divides or is a multiple of the KV heads; ep divides
 tp and the expert count (``--tp 8 --ep 3`` passes SGLang's checks and dies at launch);
-``(tp * pp) % nnodes == 0``; ``dp > 1`` with ``nnodes > 1`` is refused.
+``(tp * pp) % nnodes == 0``; ``dp > 1`` with ``nnodes > 1`` is refused. The rules that need no GPU
+facts live in :mod:`sgl_deploy.plan_rules`, which the inventory validation calls too (same words,
+same fix).
+
+The plan says what it chose (``value_origins``), quotes the active recipe's mem fraction, and a
+refusal offers only what the inventory could take (``same_gpu_hosts``) and the smaller models that fit.
 """
 
 from __future__ import annotations
