@@ -28,10 +28,13 @@ test:
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
+## lint: the ruff and lint stages of `make test` (ruff, ansible-lint, syntax-check of every playbook)
 lint: setup
-	$(BIN)/ruff check src plugins lab
-	$(BIN)/ansible-lint
-	$(BIN)/ansible-playbook --syntax-check -i $(LAB_INVENTORY) site.yml
+	TEST_STAGES="ruff lint" scripts/test.sh
+
+## lab-test: the lab stage of `make test` (SGL_LAB=1 pytest tests/lab; PYTEST_ARGS=-k... for a subset)
+lab-test: setup
+	TEST_STAGES=lab scripts/test.sh
 
 lab-up: setup
 	$(BIN)/python lab/labctl.py up -i $(LAB_INVENTORY)

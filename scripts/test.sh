@@ -13,6 +13,7 @@
 # 45 minutes on this project's machine size (2 cores, 24 GB) from a fresh clone.
 # Env: TEST_STAGES="setup ruff lint unit lab molecule" (subset), PYTEST_ARGS, SGL_LAB_KEEP=1 (keep hosts up),
 #      TEST_BUDGET_<stage>=seconds (override one budget), TEST_BUDGETS=off (report only, never fail on time).
+# `make lint` runs TEST_STAGES="ruff lint", `make lab-test` TEST_STAGES=lab: each rule lives here once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -26,7 +27,8 @@ mkdir -p "$OUT"
 declare -a SUMMARY=()
 
 teardown() {
-  if [[ "${SGL_LAB_KEEP:-0}" != 1 ]]; then
+  # only a run that booted the lab stops it (`make lint` must not take down a lab someone uses)
+  if [[ " $STAGES " == *" lab "* && "${SGL_LAB_KEEP:-0}" != 1 ]]; then
     "$BIN/python" lab/labctl.py down --all >/dev/null 2>&1 || true
   fi
 }

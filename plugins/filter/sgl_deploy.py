@@ -9,6 +9,7 @@ called by their bare names:
 * ``facts | sgl_needs_fabric_manager``             -> bool
 * ``facts | sgl_plan(profile=..., weights_gb=..., ...)`` -> plan dict (sglang_plan_result)
 * ``facts | sgl_plan_attempt(inventory_host=..., ...)`` -> {plan, error}: never raises (clean refusals)
+* ``facts | sgl_same_gpu_hosts(fleet_facts)``     -> hosts of the run with these GPUs (refusals offer no more)
 * ``root | sgl_weights_dir(model_id, revision)``   -> weights dir (the plan's model_path)
 * ``listing_result | sgl_hub_problems(endpoint, model_id, revision, dir)`` -> [] or [hub down]
 * ``df_stdout | sgl_df_mounts``                    -> [mount fact of the measured path]
@@ -101,6 +102,11 @@ def sgl_plan_attempt(gpu_facts: dict[str, Any] | None = None, inventory_host: st
     one clean refusal and no Ansible internals)."""
     options = {k: v for k, v in kwargs.items() if v is not None}
     return _planner.plan_attempt(str(inventory_host), gpu_facts=dict(gpu_facts) if gpu_facts else None, **options)
+
+
+def sgl_same_gpu_hosts(gpu_facts: dict[str, Any] | None, fleet_facts: list[Any]) -> int:
+    """How many hosts of ``fleet_facts`` (GPU facts of the run's hosts) have these GPUs (>= 1)."""
+    return _planner.same_gpu_hosts(dict(gpu_facts) if gpu_facts else None, list(fleet_facts or []))
 
 
 def sgl_weights_dir(weights_root: str, model_id: str, revision: str) -> str:
@@ -245,6 +251,7 @@ class FilterModule:
             "sgl_needs_fabric_manager": sgl_needs_fabric_manager,
             "sgl_plan": sgl_plan,
             "sgl_plan_attempt": sgl_plan_attempt,
+            "sgl_same_gpu_hosts": sgl_same_gpu_hosts,
             "sgl_weights_dir": sgl_weights_dir,
             "sgl_hub_problems": sgl_hub_problems,
             "sgl_df_mounts": sgl_df_mounts,

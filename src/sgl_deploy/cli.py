@@ -21,6 +21,7 @@ VERB_MODULES = (
     "sgl_deploy.report",
     "sgl_deploy.redeploy",
     "sgl_deploy.status",
+    "sgl_deploy.docs_gen",
 )
 
 

@@ -17,7 +17,12 @@ then replicates KV heads on several ranks), else 1. The SGLang recipe figures re
 Layout rules the planner owns because SGLang only fails late (reference/sglang.md §1):
 tp divides the attention heads; tp divides or is a multiple of the KV heads; ep divides
 tp and the expert count (``--tp 8 --ep 3`` passes SGLang's checks and dies at launch);
-``(tp * pp) % nnodes == 0``; ``dp > 1`` with ``nnodes > 1`` is refused.
+``(tp * pp) % nnodes == 0``; ``dp > 1`` with ``nnodes > 1`` is refused. The rules that need no GPU
+facts live in :mod:`sgl_deploy.plan_rules`, which the inventory validation calls too (same words,
+same fix).
+
+The plan says what it chose (``value_origins``), quotes the active recipe's mem fraction, and a
+refusal offers only what the inventory could take (``same_gpu_hosts``) and the smaller models that fit.
 """
 
 from __future__ import annotations
@@ -29,10 +34,22 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from sgl_deploy.plan_rules import (  # noqa: F401  (ROLE_VARIABLES, role_message: planner.* for callers)
+    ROLE_VARIABLES,
+    ModelShape,
+    Refusal,
+    context_refusal,
+    layout_refusals,
+    profile_shape,
+    role_message,
+    served_name_refusal,
+    version_key,
+    version_refusal,
+)
 from sgl_deploy.ports import ENGINE_PORT
-from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, load_profile
+from sgl_deploy.profiles import DEFAULT_PROFILE, Profile, ProfileError, available_profiles, load_profile
 
 DEFAULT_SGLANG_VERSION = "0.5.23"
 DEFAULT_WEIGHTS_ROOT = "/srv/models"
@@ -45,10 +62,17 @@ MAX_SUGGESTED_NODES = 8
 class PlanError(ValueError):
     """No valid plan: ``message`` says why; ``alternatives`` lists what would work."""
 
-    def __init__(self, message: str, alternatives: list[dict[str, Any]] | None = None):
+    def __init__(self, message: str, alternatives: list[dict[str, Any]] | None = None, fix: str | None = None):
         super().__init__(message)
         self.message = message
         self.alternatives = alternatives or []
+        self.fix = fix  # the fix in inventory words when the rule knows it (else refusal_message picks one)
+        self.no_fit = False  # True: the model does not fit the hardware (memory or no valid split)
+
+    @classmethod
+    def of(cls, refusal: Refusal, alternatives: list[dict[str, Any]] | None = None) -> "PlanError":
+        """The refusal of a rule of :mod:`sgl_deploy.plan_rules`, with its fix."""
+        return cls(refusal.message, alternatives, fix=refusal.fix)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form printed by ``sgl-deploy plan --json`` on failure."""
@@ -56,16 +80,6 @@ class PlanError(ValueError):
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The model numbers that constrain the parallel split."""
-
-    num_layers: int
-    num_experts: int
-    num_attention_heads: int
-    num_key_value_heads: int
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,87 @@ class Plan:
     watchdog_timeout_s: int | None = None
     dist_timeout_s: int | None = None
     nccl_environment: dict[str, str] = field(default_factory=dict)
+    # which values the caller set and which the planner chose, and from what (recipe cell, profile, rule)
+    value_origins: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# One line per Plan field: docs/architecture.md's plan-fact table is generated from it
+# (`sgl-deploy docs plan-fields`; tests/unit/test_docs_match_tool.py fails when they differ).
+PLAN_FIELD_DOCS: dict[str, str] = {
+    "model_profile": "profile name (`sglang_plan_model_profile`)",
+    "model_id": "hub id of the checkpoint (the variant's, or `sglang_plan_model_id`)",
+    "model_revision": "hub revision (branch, tag or commit)",
+    "model_path": "weights directory `<weights_root>/<owner>--<name>/<revision>`: the weights role's target, `--model-path`",
+    "served_model_name": "`--served-model-name` (no `:`)",
+    "sglang_version": "the SGLang pin the install role builds a venv for",
+    "gpus_per_node": "GPUs per host (GPU facts, or `--gpus`)",
+    "gpu_memory_gb": "decimal GB per GPU (the smallest GPU of the host)",
+    "nnodes": "hosts of the replica group (1: single node)",
+    "node_rank": "this host's rank in its group (`--node-rank`)",
+    "dist_init_addr": "`host:port` of rank 0 for a multi-node group, else null",
+    "tp_size": "`--tp-size` (global across the group's nodes)",
+    "ep_size": "`--ep-size`",
+    "dp_size": "`--dp-size`",
+    "pp_size": "`--pp-size`",
+    "mem_fraction_static": "`--mem-fraction-static`: the inventory's, the recipe cell's, the active recipe's for the build, else the profile's",
+    "context_length": "`--context-length`: the model maximum capped by the KV capacity, or the inventory's",
+    "max_total_tokens": "KV cache capacity in tokens (memory model, module docstring)",
+    "weights_gb": "weights size in GB used for memory and disk (hub listing, inventory, else profile)",
+    "weights_source": "where `weights_gb` came from: `profile`, `hub`, `inventory` or `override`",
+    "parsers": "preference lists `{tool_call: [...], reasoning: [...]}`: the install role takes the first the installed SGLang accepts",
+    "readiness_timeout_s": "deadline of the service role's readiness gate (load-time model of the profile)",
+    "host": "`--host`",
+    "port": "`--port` (`sglang_plan_port`)",
+    "extra_args": "`sglang_plan_extra_args`, appended last (checked by the installed SGLang's parser)",
+    "reasoning": "human-readable lines: every number with its source",
+    "warnings": "human-readable warnings (capped context, GPUs left idle, planner-chosen values that differ from the cell, ...)",
+    "architectures": "the model's Hugging Face `architectures` (profile)",
+    "model_variant": "the profile variant planned (e.g. `hopper-bf16`, `blackwell-mxfp8`)",
+    "model_dtype": "the variant's weights dtype",
+    "gpu_name": "GPU product name from the facts (null without facts)",
+    "gpu_architecture": "GPU architecture from the facts (`Hopper`, `Blackwell`, ...)",
+    "total_gpus": "GPUs of the group: `gpus_per_node x nnodes`",
+    "layout_source": "where the layout came from: `recipe`, `derived`, `override`, `<recipe> cell`",
+    "kv_gb_per_mtok": "KV cache GB per 1M tokens (profile or `sglang_plan_kv_gb_per_mtok`)",
+    "kv_source": "where `kv_gb_per_mtok` came from: `profile` or `override`",
+    "kv_replication": "ranks holding each KV head (tp / KV heads when tp exceeds them, else 1)",
+    "usable_gb": "GB per replica for weights + KV cache: GPUs x GB x mem fraction",
+    "kv_budget_gb": "GB per replica left for the KV cache after weights and runtime reserve",
+    "max_context": "the model's maximum context (profile, capped by config.json when given)",
+    "max_output": "the model's maximum output tokens (profile; null when unknown)",
+    "min_sglang_version": "first SGLang release that serves the model (profile)",
+    "vision": "the model takes image input (the probes run the vision probe)",
+    "sampling": "the model's generation defaults (profile; the sampling probe checks the server applies them)",
+    "trust_remote_code": "`--trust-remote-code`",
+    "enable_metrics": "`--enable-metrics` (Prometheus scrapes it through the metrics relay)",
+    "unconfirmed": "profile numbers marked `confirmed: false` that this plan used",
+    "recipe": "`sglang_plan_recipe`: `cookbook`, `recipe` or `none`",
+    "recipe_cell": "the profile `recipe_matrix` cell applied (e.g. `h200-bf16`), or null",
+    "recipe_args": "that cell's flags (argv after `--config`, before `extra_args`; an extra arg wins)",
+    "recipe_sources": "flag -> its source in the profile",
+    "msa_jit_warm": "M3 on Blackwell: the install role warms the MSA JIT cache first",
+    "watchdog_timeout_s": "`--watchdog-timeout` on multi-node groups, else null",
+    "dist_timeout_s": "`--dist-timeout` on multi-node groups, else null",
+    "nccl_environment": "torch NCCL safeguards put in the unit's environment on multi-node groups, else `{}`",
+    "value_origins": ("tp/ep/dp/pp, mem fraction, context length -> `{value, by: inventory, name}` when set, "
+                      "or `{value, by: planner, from}` naming the recipe cell, profile entry or rule"),
+}
+
+
+def plan_fields_markdown() -> str:
+    """The plan-fact table of docs/architecture.md, from :class:`Plan` and :data:`PLAN_FIELD_DOCS`."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Plan)]
+    missing = [n for n in names if n not in PLAN_FIELD_DOCS]
+    stale = [n for n in PLAN_FIELD_DOCS if n not in names]
+    if missing or stale:
+        raise ValueError(f"PLAN_FIELD_DOCS out of date: missing {missing}, not Plan fields {stale}")
+    rows = ["| field | type | meaning |", "| --- | --- | --- |"]
+    for f in fields(Plan):
+        kind = str(f.type).replace("|", "or")
+        rows.append(f"| `{f.name}` | `{kind}` | {PLAN_FIELD_DOCS[f.name]} |")
+    return "\n".join(rows) + "\n"
 
 
 # SGLang's and torch's own safeguards for multi-node groups, made explicit in the argv and the unit
@@ -205,28 +300,6 @@ def plan_to_dict(plan_obj: Plan) -> dict[str, Any]:
 # --------------------------------------------------------------------------- helpers
 
 
-def version_key(version: str) -> tuple[Any, ...]:
-    """Sortable key for versions like ``0.5.4.post1``, ``0.5.23``, ``0.5.16rc1``."""
-    release: list[int] = []
-    post = 0
-    pre: tuple[int, int] = (1, 0)  # final release sorts after pre-releases
-    for piece in str(version).strip().lstrip("v").split("."):
-        match = re.match(r"^(\d+)(?:(a|b|rc)(\d+))?$", piece)
-        if match:
-            release.append(int(match.group(1)))
-            if match.group(2):
-                pre = (0, int(match.group(3)))
-            continue
-        post_match = re.match(r"^post(\d+)$", piece)
-        if post_match:
-            post = int(post_match.group(1))
-            continue
-        break
-    while len(release) < 3:
-        release.append(0)
-    return (tuple(release), pre, post)
-
-
 def weights_dir(weights_root: str, model_id: str, revision: str) -> str:
     """Where the weights of ``model_id@revision`` live: ``<root>/<owner>--<name>/<revision>``."""
     return f"{str(weights_root).rstrip('/')}/{str(model_id).replace('/', '--')}/{revision}"
@@ -238,34 +311,22 @@ def kv_replication(tp: int, kv_heads: int) -> int:
 
 
 def layout_problems(layout: Layout, shape: ModelShape, nnodes: int, total_gpus: int) -> list[str]:
-    """Reasons this layout is invalid for the model and hardware; empty = valid."""
-    out: list[str] = []
+    """Reasons this layout is invalid for the model and hardware; empty = valid. The model's rules
+    are :func:`sgl_deploy.plan_rules.layout_refusals` (also run by the inventory validation)."""
+    return [r.message for r in layout_refusal_list(layout, shape, nnodes, total_gpus)]
+
+
+def layout_refusal_list(layout: Layout, shape: ModelShape, nnodes: int, total_gpus: int) -> list[Refusal]:
+    """:func:`layout_problems` with each refusal's option and fix."""
     tp, ep, dp, pp = layout.tp, layout.ep, layout.dp, layout.pp
     if min(tp, ep, dp, pp) < 1:
-        return [f"tp/ep/dp/pp must be >= 1 (got tp {tp} ep {ep} dp {dp} pp {pp})"]
-    if shape.num_attention_heads % tp:
-        out.append(f"tp_size {tp} does not divide the {shape.num_attention_heads} attention heads")
-    kvh = shape.num_key_value_heads
-    if kvh % tp and tp % kvh:
-        out.append(f"tp_size {tp} neither divides nor is a multiple of the {kvh} KV heads")
-    if tp % ep:
-        out.append(
-            f"ep_size {ep} does not divide tp_size {tp} (SGLang needs tp = ep x moe_tp; "
-            "its argument checks pass this and the launch fails later)"
-        )
-    if shape.num_experts % ep:
-        out.append(f"ep_size {ep} does not divide the {shape.num_experts} experts")
-    if pp > shape.num_layers:
-        out.append(f"pp_size {pp} exceeds the {shape.num_layers} layers")
-    if (tp * pp) % nnodes:
-        out.append(f"tp_size x pp_size = {tp * pp} is not divisible by nnodes {nnodes} (SGLang check_server_args)")
-    if dp > 1 and nnodes > 1:
-        out.append(
-            f"dp_size {dp} with nnodes {nnodes}: SGLang refuses data parallelism across nodes "
-            "(use attention DP, --attn-dp-size, via extra_args instead)"
-        )
+        return [Refusal("tp_size", tp, f"tp/ep/dp/pp must be >= 1 (got tp {tp} ep {ep} dp {dp} pp {pp})",
+                        "set each sglang_plan_*_size to 1 or more, or remove it so the planner decides")]
+    out = layout_refusals(shape, tp, ep, dp, pp, nnodes)
     if layout.gpus > total_gpus:
-        out.append(f"tp x pp x dp = {layout.gpus} GPUs, but only {total_gpus} are available")
+        out.append(Refusal("tp_size", tp, f"tp x pp x dp = {layout.gpus} GPUs, but only {total_gpus} are available",
+                           "set sglang_plan_tp_size (x pp x dp) to at most the host's GPU count, or remove it so "
+                           "the planner decides"))
     return out
 
 
@@ -331,14 +392,21 @@ def candidate_layouts(
     return unique
 
 
-def _recipe_ep(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
-    """The recipe's ep for this tp on a single node with ``total`` GPUs, if any."""
+def _recipe_layout_index(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
+    """Index in the profile's ``recipe_layouts`` of the layout for this tp on a single node with
+    ``total`` GPUs, if any."""
     if nnodes != 1:
         return None
-    for rec in profile.get("recipe_layouts") or []:
+    for i, rec in enumerate(profile.get("recipe_layouts") or []):
         if int(rec["gpus"]) == total and int(rec["tp"]) == tp:
-            return int(rec["ep"])
+            return i
     return None
+
+
+def _recipe_ep(profile: Profile, tp: int, total: int, nnodes: int) -> int | None:
+    """The recipe's ep for this tp on a single node with ``total`` GPUs, if any."""
+    i = _recipe_layout_index(profile, tp, total, nnodes)
+    return None if i is None else int(profile.get("recipe_layouts")[i]["ep"])
 
 
 # --------------------------------------------------------------------------- context object
@@ -358,6 +426,9 @@ class _Ctx:
     kv_gb_per_mtok: float
     reserve_gb_per_gpu: float
     min_kv_tokens: int
+    # hosts with these GPUs in the inventory's run (this one included); None: not known (the CLI),
+    # alternatives may then name any hardware
+    same_gpu_hosts: int | None = None
 
     @property
     def total_gpus(self) -> int:
@@ -411,7 +482,9 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
     """Hardware/layout changes under which the model fits (for PlanError messages)."""
     alts: list[dict[str, Any]] = []
     mem_label = f"{ctx.gpu_memory_gb:.0f} GB"
-    if ctx.nnodes == 1:
+    inventory = ctx.same_gpu_hosts is not None  # offer only what this inventory's hosts could take
+    max_nodes = min(MAX_SUGGESTED_NODES, ctx.same_gpu_hosts) if inventory else MAX_SUGGESTED_NODES
+    if ctx.nnodes == 1 and not inventory:
         for g in NODE_SIZES:
             if g <= ctx.gpus_per_node:
                 continue
@@ -420,7 +493,7 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
             if lay:
                 alts.append(_alt(f"at least {g} GPUs of {mem_label} on one node ({lay.describe()})", c, lay))
                 break
-    for k in range(ctx.nnodes + 1, MAX_SUGGESTED_NODES + 1):
+    for k in range(ctx.nnodes + 1, max_nodes + 1):
         c = ctx.with_hw(ctx.gpus_per_node, k)
         lay = c.best_layout()
         if lay:
@@ -429,7 +502,7 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
             )
             break
     # same GPU count, larger GPUs
-    for lay in candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
+    for lay in [] if inventory else candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes):
         if layout_problems(lay, ctx.shape, ctx.nnodes, ctx.total_gpus):
             continue
         need = ctx.needed_gb(lay) / (lay.gpus_per_replica * ctx.mem_fraction)
@@ -447,13 +520,7 @@ def suggest_alternatives(ctx: _Ctx) -> list[dict[str, Any]]:
 
 def _shape(profile: Profile, hf_config: dict[str, Any] | None, reasoning: list[str]) -> ModelShape:
     """Model shape from the profile, overridden by a real config.json subset if given."""
-    mc = profile.get("model_config")
-    values = {
-        "num_layers": int(mc["num_layers"]),
-        "num_experts": int(mc["num_experts"]),
-        "num_attention_heads": int(mc["num_attention_heads"]),
-        "num_key_value_heads": int(mc["num_key_value_heads"]),
-    }
+    values = asdict(profile_shape(profile))
     if hf_config:
         cfg = hf_config.get("text_config") or hf_config
         mapping = {
@@ -624,6 +691,22 @@ def recipe_args(
     return argv, sources, dropped
 
 
+def recipe_fraction_cell(prof: Profile, recipe: str, variant: str, total_gpus: int) -> dict[str, Any] | None:
+    """The active recipe's cell whose ``mem_fraction_static`` applies to this variant on hardware the
+    recipe has no cell for: the variant's cell with the same GPU count, else its most careful
+    (smallest) fraction; ``None`` when the recipe has no cell for the variant (or is ``none``)."""
+    if recipe not in RECIPE_CHOICES or recipe == "none":
+        return None
+    cells = [(i, c) for i, c in enumerate((prof.get("recipe_matrix") or {}).get(recipe) or [])
+             if not c.get("variant") or c["variant"] == variant]
+    if not cells:
+        return None
+    same = [ic for ic in cells if int(ic[1]["gpus"]) == total_gpus]
+    i, cell = same[0] if same else min(cells, key=lambda ic: float(ic[1]["mem_fraction_static"]))
+    key = f"recipe_matrix.{recipe}[{i}]"
+    return {**cell, "key": key, "source": prof.source(key)}
+
+
 def _mem_fraction(prof: Profile, requested: float | None, reasoning: list[str], warnings: list[str]) -> float:
     """mem_fraction_static: a validated override, else the profile's."""
     if requested is not None:
@@ -696,6 +779,9 @@ def make_plan(
     dist_init_addr: str | None = None,
     extra_args: list[str] | None = None,
     recipe: str = "cookbook",
+    same_gpu_hosts: int | None = None,
+    given_by: str = "command line",
+    suggest_models: bool = True,
 ) -> Plan:
     """Compute a :class:`Plan`; raise :class:`PlanError` when no valid plan exists.
 
@@ -703,11 +789,16 @@ def make_plan(
     ``gpus_per_node`` / ``gpu_memory_gb`` win over it. ``weights_gb`` (e.g. the hub
     listing size) and ``kv_gb_per_mtok`` override the profile. ``hf_config`` (a
     config.json mapping) overrides the profile's model shape and caps the context.
+    ``same_gpu_hosts``: hosts with these GPUs in the inventory's run (the role passes it), so a
+    refusal offers only alternatives that inventory could take (``None``: any hardware).
+    ``given_by``: who set the explicit values (``inventory``: the role, named by variable;
+    ``command line``: the CLI, named by flag), for the plan's ``value_origins``.
     """
+    given = {"tp_size": tp_size, "ep_size": ep_size, "dp_size": dp_size, "pp_size": pp_size,
+             "mem_fraction_static": mem_fraction_static, "context_length": context_length}
     reasoning: list[str] = []
     warnings: list[str] = []
     prof = profile if isinstance(profile, Profile) else load_profile(profile or DEFAULT_PROFILE)
-    display = prof.get("display_name")
     nnodes = int(nodes or 1)
     if nnodes < 1:
         raise PlanError(f"nodes must be >= 1 (got {nnodes})")
@@ -718,11 +809,9 @@ def make_plan(
 
     # versions
     min_ver = str(prof.get("min_sglang_version"))
-    if version_key(sglang_version) < version_key(min_ver):
-        raise PlanError(
-            f"{display} needs SGLang >= {min_ver} ({prof.source('min_sglang_version')}); got {sglang_version}",
-            [{"hint": f"sglang_version >= {min_ver} (toolkit default {DEFAULT_SGLANG_VERSION})"}],
-        )
+    refused = version_refusal(prof, str(sglang_version))
+    if refused:
+        raise PlanError.of(refused, [{"hint": f"sglang_version >= {min_ver} (toolkit default {DEFAULT_SGLANG_VERSION})"}])
 
     # hardware and model
     gpn, mem_gb, gpu_name, arch = _hardware(gpu_facts, gpus_per_node, gpu_memory_gb, reasoning, warnings)
@@ -739,6 +828,7 @@ def make_plan(
     # recipe matrix: the cell's tp/ep and mem fraction unless the inventory overrides them
     cell = recipe_cell(prof, recipe, gpu_name, var["name"], gpn * nnodes) if nnodes == 1 else None
     layout_override = any(v is not None for v in (tp_size, dp_size, pp_size))
+    frac_cell: dict[str, Any] | None = None
     if cell is not None:
         reasoning.append(f"{recipe} cell {cell['cell']}: {cell.get('source')}")
         if not layout_override:
@@ -757,7 +847,17 @@ def make_plan(
             reasoning.append(
                 f"no {recipe} cell for {gpn * nnodes} x {gpu_name or 'unknown GPU'} ({var['name']}): planned flags only"
             )
-        frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
+        # the recipe's fraction for this build on GPUs it has no cell for; with no GPU name (the CLI's
+        # --gpus/--gpu-memory-gb) no recipe applies, as no cell can match
+        frac_cell = (recipe_fraction_cell(prof, recipe, var["name"], gpn * nnodes)
+                     if mem_fraction_static is None and gpu_name else None)
+        if frac_cell is not None:
+            # the fraction the active recipe uses for this build (a refusal quotes it too)
+            frac = float(frac_cell["mem_fraction_static"])
+            reasoning.append(f"mem_fraction_static {frac}: the {recipe} recipe's for {var['name']} "
+                             f"(cell {frac_cell['cell']}, {frac_cell['source']})")
+        else:
+            frac = _mem_fraction(prof, mem_fraction_static, reasoning, warnings)
         r_args, r_sources = [], {}
 
     ctx = _Ctx(
@@ -765,14 +865,36 @@ def make_plan(
         mem_fraction=frac, weights_gb=w_gb, kv_gb_per_mtok=kv,
         reserve_gb_per_gpu=float(prof.get("runtime_reserve_gb_per_gpu")),
         min_kv_tokens=int(prof.get("min_kv_tokens")),
+        same_gpu_hosts=None if same_gpu_hosts is None else max(1, int(same_gpu_hosts)),
     )
-    layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings,
-                            source=f"{recipe} cell" if cell is not None and not layout_override else "override")
+    try:
+        layout = _choose_layout(ctx, tp_size, ep_size, dp_size, pp_size, reasoning, warnings,
+                                source=f"{recipe} cell" if cell is not None and not layout_override else "override")
+    except PlanError as exc:
+        if exc.no_fit:
+            _offer_smaller_models(exc, prof, var, w_gb, ctx, suggest_models, dict(
+                gpu_facts=gpu_facts, gpus_per_node=gpn, gpu_memory_gb=mem_gb, nodes=nnodes, recipe=recipe,
+                sglang_version=sglang_version, gpu_architecture=arch))
+        raise
     mem = ctx.memory(layout)
     _explain_memory(layout, mem, mem_gb, frac, w_gb, shape, reasoning)
 
     max_ctx = _max_context(prof, hf_config, reasoning)
     ctx_len = _context_length(context_length, max_ctx, mem.max_total_tokens, reasoning, warnings)
+    origins = _value_origins(
+        given, given_by, prof, ctx, layout, cell, recipe, layout_override, frac_cell if cell is None else None,
+        ctx_len, max_ctx, mem.max_total_tokens,
+    )
+    for name, origin in origins.items():
+        if origin["by"] == "planner" and any(v is not None for v in given.values()):
+            reasoning.append(f"{name} {origin['value']} chosen by the planner: {origin['from']}")
+    picked = origins["ep_size"]
+    if given["tp_size"] is not None and given["ep_size"] is None and cell is not None and int(cell["ep"]) != layout.ep:
+        warnings.append(
+            f"ep_size {layout.ep} chosen by the planner ({picked['from']}), not the {recipe} cell {cell['cell']}'s "
+            f"ep {cell['ep']}: {_given_name('tp_size', given_by)} is set, so the cell's layout is not applied; set "
+            f"{_given_name('ep_size', given_by)} to choose"
+        )
 
     # multi-node
     if nnodes > 1:
@@ -794,8 +916,9 @@ def make_plan(
         )
 
     served = served_model_name or prof.get("served_model_name")
-    if ":" in str(served):
-        raise PlanError(f"served_model_name {served!r} contains ':' (SGLang reserves it for LoRA adapters)")
+    refused = served_name_refusal(str(served))
+    if refused:
+        raise PlanError.of(refused)
     mid = model_id or var["model_id"]
     rev = revision or var.get("revision") or "master"
     path = model_path or weights_dir(weights_root, mid, rev)
@@ -863,7 +986,111 @@ def make_plan(
         recipe_args=r_args,
         recipe_sources=r_sources,
         msa_jit_warm=needs_msa_warm(arch, list(prof.get("architectures") or [])),
+        value_origins=origins,
     )
+
+
+def _given_name(name: str, given_by: str) -> str:
+    """How the caller names an explicit value: the role's variable or the CLI's flag."""
+    return ROLE_VARIABLES[name] if given_by == "inventory" else "--" + name.replace("_", "-")
+
+
+def _value_origins(
+    given: dict[str, Any], given_by: str, prof: Profile, ctx: _Ctx, layout: Layout, cell: dict[str, Any] | None,
+    recipe: str, layout_override: bool, frac_cell: dict[str, Any] | None, ctx_len: int, max_ctx: int, capacity: int,
+) -> dict[str, dict[str, Any]]:
+    """Where each planned value came from: ``{by: inventory|command line, name}`` when the caller set it,
+    ``{by: planner, from: <recipe cell, profile entry or rule>}`` when the planner chose it."""
+    values = {"tp_size": layout.tp, "ep_size": layout.ep, "dp_size": layout.dp, "pp_size": layout.pp,
+              "mem_fraction_static": ctx.mem_fraction, "context_length": ctx_len}
+    total = ctx.total_gpus
+    cell_text = f"{recipe} cell {cell['cell']} ({cell['key']})" if cell is not None else ""
+    rec_i = _recipe_layout_index(prof, layout.tp, total, ctx.nnodes)
+    rec_text = (f"the profile's recipe layout for {total} GPUs ({prof.name} recipe_layouts[{rec_i}])"
+                if rec_i is not None else "")
+
+    def layout_from(name: str) -> str:
+        if cell is not None and not layout_override and name in ("tp_size", "ep_size"):
+            return cell_text
+        if layout.source == "recipe" and name in ("tp_size", "ep_size"):
+            return rec_text
+        if name == "ep_size":
+            if layout_override and rec_i is not None:
+                return rec_text
+            return f"1: no recipe layout for tp {layout.tp} on {total} GPUs"
+        if name == "tp_size":
+            if given["pp_size"] is not None or given["dp_size"] is not None:
+                return f"the {total} GPUs / (pp {layout.pp} x dp {layout.dp})"
+            return "the first valid layout that fits (" + (
+                "all GPUs in one tensor-parallel group)" if layout.pp == 1 else "tensor parallel inside, pipeline across)")
+        if name == "pp_size" and layout.pp > 1:
+            return f"the first valid tp x pp split of the {total} GPUs that fits"
+        return "1, the default"
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        if given[name] is not None:
+            out[name] = {"value": value, "by": given_by, "name": _given_name(name, given_by)}
+        elif name == "mem_fraction_static":
+            if cell is not None:
+                src = cell_text
+            elif frac_cell is not None:
+                src = f"the {recipe} recipe's fraction for this model build ({recipe} cell {frac_cell['cell']}, {frac_cell['key']})"
+            else:
+                src = f"the profile ({prof.name} mem_fraction_static)"
+            out[name] = {"value": value, "by": "planner", "from": src}
+        elif name == "context_length":
+            src = "the model maximum" if ctx_len >= max_ctx else f"the KV capacity (below the model maximum {max_ctx})"
+            out[name] = {"value": value, "by": "planner", "from": src}
+        else:
+            out[name] = {"value": value, "by": "planner", "from": layout_from(name)}
+    return out
+
+
+def _offer_smaller_models(
+    exc: PlanError, prof: Profile, var: dict[str, Any], weights_gb: float, ctx: _Ctx, enabled: bool,
+    hardware: dict[str, Any],
+) -> None:
+    """Add to a does-not-fit refusal the smaller models (other variants of the profile, other shipped
+    profiles) that fit the same hardware, planned the same way; set the fix for this inventory."""
+    offers: list[dict[str, Any]] = []
+    # builds for these GPUs: the host's architecture, else the architectures of the variant asked for
+    arch = hardware.pop("gpu_architecture", None)
+    archs = {arch.lower()} if arch else {a.lower() for a in var.get("gpu_architectures") or []}
+    if enabled:
+        for name in [prof.name] + [n for n in available_profiles() if n != prof.name]:
+            try:
+                other = prof if name == prof.name else load_profile(name)
+            except (ProfileError, OSError, ValueError):
+                continue
+            for vname, vdata in sorted((other.get("variants") or {}).items()):
+                if name == prof.name and vname == var["name"]:
+                    continue
+                built_for = {a.lower() for a in vdata.get("gpu_architectures") or []}
+                if archs and built_for and not archs & built_for:
+                    continue
+                try:
+                    if float(other.variant(vname)["weights_gb"]) >= weights_gb:
+                        continue
+                    alt = make_plan(profile=other, variant=vname, suggest_models=False, **hardware)
+                except (PlanError, ProfileError, KeyError, TypeError, ValueError):
+                    continue
+                offers.append({
+                    "hint": f"--profile {other.name} --variant {vname} --model-id {alt.model_id} "
+                            f"({other.get('display_name')}, {alt.weights_gb:.0f} GB weights: tp {alt.tp_size} "
+                            f"ep {alt.ep_size}, {alt.max_total_tokens} tokens of KV cache)",
+                    "profile": other.name, "variant": vname, "model_id": alt.model_id,
+                    "tp_size": alt.tp_size, "ep_size": alt.ep_size, "max_total_tokens": alt.max_total_tokens,
+                })
+    if offers:
+        exc.message = exc.message.rstrip(".") + ". A smaller model fits: " + "; ".join(o["hint"] for o in offers) + "."
+        exc.alternatives = exc.alternatives + offers
+        exc.args = (exc.message,)
+    if ctx.same_gpu_hosts is not None:
+        exc.fix = ("take one of the alternatives named above, or use hosts with more GPU memory"
+                   if exc.alternatives else
+                   "use hosts with more GPU memory, or add hosts with these GPUs to the inventory and put them in "
+                   "one replica group (sglang_replicas)")
 
 
 def _shortfall_error(ctx: _Ctx, layout: Layout, prefix: str = "") -> PlanError:
@@ -882,7 +1109,9 @@ def _shortfall_error(ctx: _Ctx, layout: Layout, prefix: str = "") -> PlanError:
     )
     if alts:
         msg += " Would work: " + "; ".join(a["hint"] for a in alts) + "."
-    return PlanError(msg, alts)
+    err = PlanError(msg, alts)
+    err.no_fit = True
+    return err
 
 
 def _valid_alternatives(ctx: _Ctx, limit: int = 4) -> list[dict[str, Any]]:
@@ -897,12 +1126,13 @@ def _valid_alternatives(ctx: _Ctx, limit: int = 4) -> list[dict[str, Any]]:
     return out
 
 
-def _override_error(message: str, ctx: _Ctx) -> PlanError:
-    """PlanError for a refused layout override, listing the layouts that are valid and fit here."""
+def _override_error(message: str, ctx: _Ctx, refusals: list[Refusal] | None = None) -> PlanError:
+    """PlanError for a refused layout override, listing the layouts that are valid and fit here;
+    the fix is the first broken rule's (the inventory validation gives the same one)."""
     alts = _valid_alternatives(ctx)
     if alts:
         message += ". Valid here: " + "; ".join(a["hint"] for a in alts) + "."
-    return PlanError(message, alts)
+    return PlanError(message, alts, fix=refusals[0].fix if refusals else None)
 
 
 def _choose_layout(
@@ -922,6 +1152,10 @@ def _choose_layout(
         dp_v = int(dp or 1)
         pp_v = int(pp or 1)
         if tp is None:
+            # the model's rules first (the inventory validation gives the same refusal without GPUs)
+            early = layout_refusals(ctx.shape, None, None if ep is None else int(ep), dp_v, pp_v, ctx.nnodes)
+            if early:
+                raise _override_error("invalid override: " + "; ".join(r.message for r in early), ctx, early)
             if total % (pp_v * dp_v):
                 raise _override_error(
                     f"invalid override: pp_size {pp_v} x dp_size {dp_v} does not divide the {total} GPUs", ctx
@@ -949,20 +1183,24 @@ def _choose_layout(
             base = candidate_layouts(ctx.profile, ctx.gpus_per_node, ctx.nnodes)
             if ep is not None and base:
                 bad = replace(base[0], ep=int(ep))
-                problems = layout_problems(bad, ctx.shape, ctx.nnodes, total)
+                refusals = layout_refusal_list(bad, ctx.shape, ctx.nnodes, total)
                 raise _override_error(
-                    f"invalid override: ep_size {ep} with {bad.describe()}: " + "; ".join(problems), ctx
+                    f"invalid override: ep_size {ep} with {bad.describe()}: " + "; ".join(r.message for r in refusals),
+                    ctx, refusals,
                 )
-            raise PlanError(
+            err = PlanError(
                 f"no valid tp/pp split of {total} GPUs for {ctx.profile.get('display_name')} "
                 f"({ctx.shape.num_attention_heads} attention heads, {ctx.shape.num_key_value_heads} KV heads, "
                 f"{ctx.shape.num_experts} experts)",
                 suggest_alternatives(ctx),
             )
-    problems = layout_problems(layout, ctx.shape, ctx.nnodes, total)
-    if problems:
+            err.no_fit = True
+            raise err
+    refusals = layout_refusal_list(layout, ctx.shape, ctx.nnodes, total)
+    if refusals:
         raise _override_error(
-            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(problems), ctx
+            f"invalid override ({layout.describe()}, nnodes {ctx.nnodes}): " + "; ".join(r.message for r in refusals),
+            ctx, refusals,
         )
     if not ctx.fits(layout):
         raise _shortfall_error(ctx, layout, prefix="override: " if layout.source == "override" else "")
@@ -1023,8 +1261,9 @@ def _context_length(
         req = int(requested)
         if req < 1:
             raise PlanError(f"context_length must be >= 1 (got {req})")
-        if req > max_ctx:
-            raise PlanError(f"invalid override: context_length {req} exceeds the model's maximum {max_ctx}")
+        refused = context_refusal(req, max_ctx)
+        if refused:
+            raise PlanError.of(refused)
         if req > capacity:
             raise PlanError(
                 f"invalid override: context_length {req} exceeds the KV cache capacity of {capacity} tokens "
@@ -1057,36 +1296,6 @@ def plan(**kwargs: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- Ansible wording
 
-# Planner options -> the sglang_plan role's inventory variables, so that a refusal shown by
-# Ansible names what the user sets (the CLI keeps the option names and flags).
-ROLE_VARIABLES = {
-    "tp_size": "sglang_plan_tp_size",
-    "ep_size": "sglang_plan_ep_size",
-    "dp_size": "sglang_plan_dp_size",
-    "pp_size": "sglang_plan_pp_size",
-    "context_length": "sglang_plan_context_length",
-    "mem_fraction_static": "sglang_plan_mem_fraction_static",
-    "kv_gb_per_mtok": "sglang_plan_kv_gb_per_mtok",
-    "weights_gb": "sglang_plan_weights_gb",
-    "served_model_name": "sglang_plan_served_model_name",
-    "sglang_version": "sglang_plan_sglang_version",
-    "port": "sglang_plan_port",
-    "recipe": "sglang_plan_recipe",
-}
-_OPTION_RE = re.compile(r"(?<![\w:/.-])(" + "|".join(ROLE_VARIABLES) + r")(?= [\d'\"]| must)")
-_FLAG_RE = re.compile(r"--(tp|ep|dp|pp)-size (\d+)")
-_NODES_RE = re.compile(r"--nodes (\d+) \(")
-
-
-def role_message(message: str) -> str:
-    """A planner message in the sglang_plan role's words: ``tp_size 3`` -> ``sglang_plan_tp_size 3``,
-    ``--tp-size 2`` -> ``sglang_plan_tp_size=2``, ``--nodes 7 (`` -> ``7 hosts like this one in
-    one sglang_replicas group (``."""
-    text = _OPTION_RE.sub(lambda m: ROLE_VARIABLES[m.group(1)], str(message))
-    text = _FLAG_RE.sub(lambda m: f"sglang_plan_{m.group(1)}_size={m.group(2)}", text)
-    return _NODES_RE.sub(lambda m: f"{m.group(1)} hosts like this one in one sglang_replicas group (", text)
-
-
 # Why a plan was refused -> the fix that speaks to that cause (first match wins). Only a memory
 # shortfall suggests other hosts; a bad value names its variable.
 _REFUSAL_FIXES: tuple[tuple[str, str], ...] = (
@@ -1112,24 +1321,44 @@ _REFUSAL_FIXES: tuple[tuple[str, str], ...] = (
 )
 
 
-def refusal_message(host: str, message: str) -> str:
+def refusal_message(host: str, message: str, fix: str | None = None) -> str:
     """A planner refusal as the sglang_plan role prints it: host, the reason in inventory words and
-    the fix that fits the cause (never "more GPU memory" for a bad value)."""
+    the fix that fits the cause (the rule's own ``fix`` when it has one; never "more GPU memory" for
+    a bad value)."""
     text = role_message(str(message)).rstrip(".")
-    fix = next((f for pattern, f in _REFUSAL_FIXES if re.search(pattern, text)),
-               "change the sglang_plan_* value named above, or remove it so the planner decides")
+    fix = fix or next((f for pattern, f in _REFUSAL_FIXES if re.search(pattern, text)),
+                      "change the sglang_plan_* value named above, or remove it so the planner decides")
     kind = "no deployment plan fits this host" if re.search(r"does not fit|short by|no valid tp/pp split", text) \
         else "the planner refuses an inventory value"
     return f"{host}: {kind} ({text}). Fix: {fix}."
 
 
+def gpu_kind(gpu_facts: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What makes two hosts interchangeable for a plan: GPU name, count and (smallest) memory."""
+    if not gpu_facts:
+        return None
+    gpus = gpu_facts.get("gpus") or []
+    mibs = [g.get("memory_total_mib") for g in gpus if g.get("memory_total_mib")]
+    name = gpu_facts.get("gpu_name") or (gpus[0].get("name") if gpus else None)
+    return (name, int(gpu_facts.get("gpu_count") or len(gpus)), min(mibs) if mibs else gpu_facts.get("gpu_memory_gb"))
+
+
+def same_gpu_hosts(gpu_facts: dict[str, Any] | None, fleet_facts: list[Any]) -> int:
+    """How many of ``fleet_facts`` (the GPU facts of the run's hosts) have the GPUs of ``gpu_facts``
+    (at least 1: this host): the replica groups a refusal may offer."""
+    kind = gpu_kind(gpu_facts)
+    return max(1, sum(1 for f in fleet_facts or [] if isinstance(f, Mapping) and kind and gpu_kind(dict(f)) == kind))
+
+
 def plan_attempt(inventory_host: str, /, **kwargs: Any) -> dict[str, Any]:
     """``{"plan": <plan dict>, "error": None}`` or ``{"plan": None, "error": <refusal_message>}``: the
-    role fails with the message in a task of its own, so no Ansible internals come before it."""
+    role fails with the message in a task of its own, so no Ansible internals come before it. The
+    values it is given come from the inventory (``given_by``)."""
+    kwargs.setdefault("given_by", "inventory")
     try:
         return {"plan": plan(**kwargs), "error": None}
     except PlanError as exc:
-        return {"plan": None, "error": refusal_message(inventory_host, exc.message)}
+        return {"plan": None, "error": refusal_message(inventory_host, exc.message, exc.fix)}
     except (ProfileError, TypeError, ValueError) as exc:
         return {"plan": None, "error": refusal_message(inventory_host, str(exc))}
 
@@ -1158,6 +1387,11 @@ def format_plan(p: dict[str, Any]) -> str:
         ("readiness", f"{p['readiness_timeout_s']} s"),
         ("sglang", p["sglang_version"]),
     ]
+    for i, (name, origin) in enumerate((p.get("value_origins") or {}).items()):
+        rows.append(("values" if i == 0 else "", f"{name} {origin.get('value')}: " + (
+            f"chosen by the planner: {origin.get('from')}" if origin.get("by") == "planner"
+            else f"set {'in the' if origin.get('by') == 'inventory' else 'on the'} {origin.get('by')} "
+                 f"({origin.get('name')})")))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     if p.get("reasoning"):

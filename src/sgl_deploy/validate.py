@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from sgl_deploy import argv as _argv
 from sgl_deploy import firewall as _firewall
+from sgl_deploy import plan_rules as _plan_rules
 from sgl_deploy import preflight as _preflight
 from sgl_deploy import probe as _probe
 from sgl_deploy import profiles as _profiles
@@ -666,6 +667,10 @@ def fleet_problems(
     for host in running:
         vars_ = hostvars.get(host, {})
         out += host_problems(host, vars_, member_of.get(host, []))
+        # --- the planner's GPU-free rules (sgl_deploy.plan_rules): the plan's words and fix ---
+        if host in servers:
+            out += [problem(host, *refusal) for refusal in _plan_rules.inventory_refusals(host, vars_)]
+        # ---
         if host in servers and "sglang_plan_replicas" in vars_:
             key = repr(vars_["sglang_plan_replicas"])
             if key not in seen_replicas:  # the same mapping (group_vars) is checked once

@@ -79,7 +79,8 @@ def test_one_flag_change_restarts_exactly_that_host(site, lab, tmp_path):
     finally:
         restore = playbook("site.yml", "--tags", "serve")
         assert restore.rc == 0, restore.out[-4000:]
-    assert "--mem-fraction-static 0.85" in unit_show(lab["lab2"], "ExecStart")["ExecStart"]
+    # M3 bf16 on H100 under the default cookbook recipe: the cookbook's fraction for that build (0.75)
+    assert "--mem-fraction-static 0.75" in unit_show(lab["lab2"], "ExecStart")["ExecStart"]
 
 
 def test_killed_engine_is_restarted_by_systemd(site, lab):

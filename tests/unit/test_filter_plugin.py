@@ -39,7 +39,7 @@ def topo(profile: str) -> str:
 
 def test_filter_names():
     assert set(F) == {"sgl_gpu_facts", "sgl_preflight_problems", "sgl_nvidia_smi_problems", "sgl_needs_fabric_manager",
-                      "sgl_plan", "sgl_plan_attempt", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
+                      "sgl_plan", "sgl_plan_attempt", "sgl_same_gpu_hosts", "sgl_weights_dir", "sgl_hub_problems", "sgl_df_mounts", "sgl_server_argv",
                       "sgl_systemd_quote", "sgl_scrape_targets", "sgl_engine_port",
                       "sgl_deploy_state_fact", "sgl_deploy_state", "sgl_fanout_plan", "sgl_firewall_plan",
                       "sgl_redeploy_report", "sgl_watchdog_port"}

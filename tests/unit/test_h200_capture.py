@@ -3,6 +3,8 @@ docs/hardware-validation.md): facts, preflight and plan as recorded there."""
 
 from pathlib import Path
 
+import pytest
+
 from sgl_deploy import gpu_facts as gf
 from sgl_deploy import planner
 
@@ -37,11 +39,15 @@ def test_fabric_reported_by_the_gpus_passes_without_a_local_fabric_manager_unit(
 
 def test_h200_plans_recorded_in_the_docs():
     f = facts()
-    recipe = planner.plan(gpu_facts=f, weights_gb=220, kv_gb_per_mtok=240)
+    # recorded before issue 28, at the profile's 0.85: sglang_plan_recipe none reproduces them (the default
+    # cookbook now takes its fraction for M3 bf16, 0.75, on GPUs it has no cell for)
+    recipe = planner.plan(gpu_facts=f, weights_gb=220, kv_gb_per_mtok=240, recipe="none")
     assert (recipe["tp_size"], recipe["ep_size"], recipe["nnodes"]) == (2, 1, 1)
     assert recipe["max_total_tokens"] == 142846
+    with pytest.raises(planner.PlanError, match="at mem_fraction_static 0.75 they give 226.1 GB"):
+        planner.plan(gpu_facts=f, weights_gb=220, kv_gb_per_mtok=240)
     try:
-        planner.plan(gpu_facts=f)  # real M3 bf16 (860 GB) on 2 x 141 GB
+        planner.plan(gpu_facts=f, recipe="none")  # real M3 bf16 (860 GB) on 2 x 141 GB
     except planner.PlanError as exc:
         assert "short by 613.9 GB" in str(exc) and "8 GPUs" in str(exc)
     else:

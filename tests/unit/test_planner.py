@@ -447,3 +447,92 @@ def test_console_script_exit_code():
                           "--kv-gb-per-mtok", "240"], capture_output=True, text=True)
     assert res.returncode == 2
     assert "short by" in res.stderr
+
+
+# ---------------------------------------------------------------- issue 28: the plan says what it chose
+
+
+def _facts(name):
+    from sgl_deploy import gpu_facts as _gf
+
+    return _gf.gpu_facts((Path(__file__).resolve().parents[1] / "fixtures" / "gpu" / name / "nvidia-smi-q-x.txt").read_text())
+
+
+def test_tp_only_says_the_planner_chose_ep_and_from_which_recipe():
+    res = planner.plan_attempt("gpu1", gpu_facts=_facts("h200-141gb-x8"), tp_size=8)
+    p = res["plan"]
+    o = p["value_origins"]
+    assert o["tp_size"] == {"value": 8, "by": "inventory", "name": "sglang_plan_tp_size"}
+    assert o["ep_size"]["value"] == 8 and o["ep_size"]["by"] == "planner"
+    assert "recipe layout for 8 GPUs (minimax-m3 recipe_layouts[1])" in o["ep_size"]["from"]
+    assert o["mem_fraction_static"] == {"value": 0.75, "by": "planner",
+                                        "from": "cookbook cell h200-bf16 (recipe_matrix.cookbook[0])"}
+    assert o["dp_size"]["by"] == o["pp_size"]["by"] == o["context_length"]["by"] == "planner"
+    # said loudly: the cell's own ep is 1, the planner picked 8 because tp is set
+    assert any("ep_size 8 chosen by the planner" in w and "cookbook cell h200-bf16's ep 1" in w
+               and "set sglang_plan_ep_size to choose" in w for w in p["warnings"]), p["warnings"]
+    table = planner.format_plan(p)
+    assert "tp_size 8: set in the inventory (sglang_plan_tp_size)" in table
+    assert "ep_size 8: chosen by the planner: the profile's recipe layout for 8 GPUs" in table
+    assert "mem_fraction_static 0.75: chosen by the planner: cookbook cell h200-bf16" in table
+
+
+def test_nothing_set_everything_from_the_cell():
+    p = planner.plan(gpu_facts=_facts("h200-141gb-x8"))
+    assert {k: o["by"] for k, o in p["value_origins"].items()} == dict.fromkeys(
+        ("tp_size", "ep_size", "dp_size", "pp_size", "mem_fraction_static", "context_length"), "planner")
+    assert p["value_origins"]["ep_size"]["from"].startswith("cookbook cell h200-bf16")
+    assert not any("chosen by the planner" in w for w in p["warnings"])
+    cli = planner.plan(gpu_facts=_facts("h200-141gb-x8"), ep_size=1)["value_origins"]["ep_size"]
+    assert cli == {"value": 1, "by": "command line", "name": "--ep-size"}
+
+
+def test_h100_refusal_quotes_the_active_recipes_fraction():
+    facts = _facts("h100-80gb-x8")
+    for recipe, frac in (("cookbook", "0.75"), ("recipe", "0.8"), ("none", "0.85")):
+        err = planner.plan_attempt("gpu1", gpu_facts=facts, recipe=recipe, same_gpu_hosts=1)["error"]
+        assert f"at sglang_plan_mem_fraction_static {frac} they give" in err, (recipe, err)
+
+
+def test_h100_refusal_offers_only_what_this_inventory_can_take_and_a_smaller_model():
+    facts = _facts("h100-80gb-x8")
+    err = planner.plan_attempt("gpu1", gpu_facts=facts, same_gpu_hosts=1)["error"]
+    assert "sglang_replicas group" not in err and "hosts like this one" not in err, err
+    assert "GPUs with at least" not in err and "on one node" not in err, err
+    assert ("A smaller model fits: sglang_plan_model_profile=minimax-m2.5 sglang_plan_variant=fp8 "
+            "sglang_plan_model_id=MiniMaxAI/MiniMax-M2.5 (MiniMax-M2.5, 220 GB weights: tp 8 ep 8") in err, err
+    assert "sglang_plan_model_profile=minimax-m2.7" in err
+    assert err.endswith("Fix: take one of the alternatives named above, or use hosts with more GPU memory.")
+    # two such hosts in the run: a 2-host replica group is offered, not more
+    two = planner.plan_attempt("gpu1", gpu_facts=facts, same_gpu_hosts=2)["error"]
+    assert "Would work: 2 hosts like this one in one sglang_replicas group (2 x 8 GPUs" in two, two
+    assert "3 hosts like this one" not in two
+    # the CLI (no inventory) still names the hardware that would work
+    with pytest.raises(planner.PlanError) as cli:
+        planner.plan(gpu_facts=facts)
+    assert "--nodes 2 (" in cli.value.message and "GPUs with at least" in cli.value.message
+    assert any(a.get("profile") == "minimax-m2.5" for a in cli.value.alternatives)
+
+
+def test_refusal_without_any_alternative_says_what_would_help():
+    # 860 GB on 2 x H100, one such host: nothing in the inventory takes it, no smaller shipped model fits
+    err = planner.plan_attempt("gpu1", gpu_facts=_facts("h100-80gb-x2"), weights_gb=860, same_gpu_hosts=1)["error"]
+    assert "Would work" not in err
+    assert "Fix: use hosts with more GPU memory, or add hosts with these GPUs to the inventory" in err
+
+
+def test_same_gpu_hosts_counts_hosts_with_the_same_gpus():
+    h100, h200 = _facts("h100-80gb-x8"), _facts("h200-141gb-x8")
+    assert planner.same_gpu_hosts(h100, [h100, h100, h200]) == 2
+    assert planner.same_gpu_hosts(h200, [h100, h100, h200, None]) == 1
+    assert planner.same_gpu_hosts(h100, []) == 1  # this host, at least
+    assert planner.same_gpu_hosts(_facts("h100-80gb-x4"), [h100]) == 1  # 4 GPUs are not 8
+
+
+def test_smaller_model_offers_only_builds_for_these_gpus():
+    with pytest.raises(planner.PlanError) as err:
+        planner.plan(gpus_per_node=8, gpu_memory_gb=80, weights_gb=860, variant="hopper-bf16")
+    offered = [(a.get("profile"), a.get("variant")) for a in err.value.alternatives if a.get("profile")]
+    assert ("minimax-m3", "blackwell-mxfp8") not in offered  # Blackwell-only build, Hopper asked for
+    assert ("minimax-m2.5", "fp8") in offered
+    assert "A smaller model fits: --profile minimax-m2.5 --variant fp8 --model-id MiniMaxAI/MiniMax-M2.5" in err.value.message

@@ -138,7 +138,8 @@ def test_host_vars_change_shows_drift_on_that_host_only(inventory, fleet, capsys
     rows = {r["host"]: r for r in json.loads(out)["rows"]}
     assert rows["e1"]["drift"] == [] and rows["gw"]["drift"] == []
     # the planner also derives the context length from the memory fraction
-    assert rows["e2"]["drift"][0] == "--mem-fraction-static 0.85 -> 0.8"
+    # (M3 bf16 on H100 under the default cookbook recipe: its fraction for that build, 0.75)
+    assert rows["e2"]["drift"][0] == "--mem-fraction-static 0.75 -> 0.8"
     assert all(d.startswith(("--mem-fraction-static", "--context-length")) for d in rows["e2"]["drift"])
 
 
