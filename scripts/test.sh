@@ -86,10 +86,10 @@ stage_unit() {
 
 stage_lab() {
   # shellcheck disable=SC2086
-  # two workers, one fleet of lab hosts per xdist group (tests/lab/conftest.py): the lab tests wait on
+  # three workers, one fleet of lab hosts per xdist group (tests/lab/conftest.py): the lab tests wait on
   # converges, polls and sleeps more than on this machine's two cores. TEST_LAB_WORKERS=0: one process.
-  local workers="${TEST_LAB_WORKERS:-2}" par=()
-  [[ "$workers" != 0 ]] && par=(-n "$workers" --dist loadgroup)
+  local workers="${TEST_LAB_WORKERS:-3}" par=()
+  [[ "$workers" != 0 ]] && par=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
   SGL_LAB=1 pytest -v -p no:cacheprovider --durations=0 "${par[@]}" tests/lab --junitxml="$OUT/lab.xml" ${PYTEST_ARGS:-}
 }
 
