@@ -79,7 +79,11 @@ def _get(url: str, timeout: float, headers: Mapping[str, str] | None = None) -> 
     except urllib.error.HTTPError as exc:
         if exc.code >= 500:
             raise Unreachable(f"HTTP {exc.code}") from None
-        return exc.code, b"", ""
+        try:
+            body = exc.read()
+        except OSError:
+            body = b""
+        return exc.code, body, exc.headers.get("Content-Type", "") if exc.headers else ""
     except (OSError, ValueError) as exc:  # URLError, timeouts, refused, DNS
         reason = getattr(exc, "reason", exc)
         raise Unreachable(f"{type(reason).__name__}: {reason}") from None
@@ -95,7 +99,7 @@ def index_versions(index_url: str, package: str, timeout: float = TIMEOUT_S) -> 
         return {v for f in os.listdir(path) if (v := version_of_file(f, package))}
     base = index_url.rstrip("/")
     find_links_page = not base.endswith("/simple") and "/simple/" not in base + "/"
-    url = base if find_links_page else f"{base}/{_norm(package)}/"
+    url = index_url if find_links_page else f"{base}/{_norm(package)}/"
     status, body, ctype = _get(url, timeout, {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
     if status == 404:
         return set()
