@@ -185,3 +185,48 @@ def test_chain_to_the_given_ca(tmp_path):
     root_pem = root[0].public_bytes(serialization.Encoding.PEM).decode()
     assert tls.pair_problems(chain, leaf_key, root_pem, ["10.77.0.99"]) == []
     assert tls.pair_problems(leaf, leaf_key, root_pem, ["10.77.0.99"])[0]["check"] == "chain"
+
+
+# ---------------------------------------------------------------- host paths: the router role's tls.yml
+
+def _router_tls_play(tmp_path, cert, key, ca=None, names=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    bindir = Path(sys.executable).parent
+    if not (bindir / "ansible-playbook").exists():
+        pytest.skip("ansible-playbook not next to this python")
+    (tmp_path / "gw.crt").write_text(cert)
+    (tmp_path / "gw.key").write_text(key)
+    args = {"sglang_router_tls_cert_path": str(tmp_path / "gw.crt"), "sglang_router_tls_key_path": str(tmp_path / "gw.key"),
+            "ansible_host": "10.77.0.99"}
+    if ca:
+        (tmp_path / "ca.crt").write_text(ca)
+        args["sglang_router_tls_ca_file"] = str(tmp_path / "ca.crt")
+    if names:
+        args["sglang_router_tls_server_names"] = names
+    play = [{"hosts": "gw", "gather_facts": False, "vars": args, "tasks": [
+        {"ansible.builtin.include_role": {"name": "sglang_router", "tasks_from": "tls.yml"}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(repo / "ansible.cfg"), "PYTHONPATH": str(repo / "src"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", "gw,", "-c", "local", "--check",
+                           "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    return proc, proc.stdout + proc.stderr
+
+
+def test_host_path_certificates_are_checked_on_the_gateway_host(tmp_path):
+    proc, out = _router_tls_play(tmp_path, PEM, KEY, CA)
+    assert proc.returncode == 0, out
+    _c, other_key, other_ca = issue()
+    proc, out = _router_tls_play(tmp_path, PEM, other_key, other_ca, names=["gw.example", "api.example"])
+    assert proc.returncode != 0, out
+    for needle in ("gw: the private key does not belong to the gateway certificate of gw",
+                   "does not name api.example", "does not chain to the CA file"):
+        assert needle in out, f"{needle!r} missing:\n{out}"
+    assert other_key.splitlines()[1] not in out  # the key is never shown
