@@ -176,9 +176,16 @@ def test_newcomer_mistakes_are_refused_together(tmp_path):
 def test_helpers_and_opt_outs_pass(tmp_path):
     inv = {"all": {"vars": {"sgl_validate_remote_checks": False, "sgl_validate_allow_unknown": ["sglang_site_*"],
                             "sglang_site_rack": "r7", "vault_anything": "x", "sglang_service_allow_unauthenticated": True},
-                   "children": {"sglang_servers": {"hosts": {"gpu-a": {"ansible_host": "192.0.2.1"}}}}}}
+                   "children": {"sglang_servers": {"hosts": {"gpu-a": {"ansible_host": "192.0.2.1"}}},
+                                "sglang_routers": {"hosts": {"gw": {
+                                    "ansible_host": "192.0.2.9", "sglang_router_allow_unauthenticated": True,
+                                    "sglang_router_tls_cert": "{{ lookup('ansible.builtin.file', '/nonexistent/gw.crt') }}",
+                                    "sglang_router_tls_key": "{{ lookup('ansible.builtin.file', '/nonexistent/gw.key') }}"}}}}}}
     proc, out = _run(tmp_path, inv)
     assert proc.returncode == 0, out
+    # what validation could not evaluate is said, not skipped silently (a later-phase fact is)
+    assert "gw: sglang_router_tls_cert = <not evaluated>: cannot be evaluated on the controller" in out, out
+    assert "sglang_plan_result" not in out
 
 
 VAULT_PASSWORD = "unit-vault-pw"
