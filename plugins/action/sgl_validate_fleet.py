@@ -240,9 +240,9 @@ class ActionModule(ActionBase):
                     # undefined because a later phase sets it (sglang_plan_result, ...): the role checks it
                     # when it runs; anything else (a lookup of a missing file, an undefined helper) is said
                     missing = _UNDEFINED_RE.findall(str(value))
-                    if runtime_facts is None:
+                    if name in raw and runtime_facts is None:  # role defaults that fail are the role's business
                         runtime_facts = _validate.runtime_fact_names(os.path.dirname(roles_dir))
-                    if not (missing and all(m in runtime_facts for m in missing)) and name in raw:
+                    if name in raw and not (missing and all(m in runtime_facts for m in missing)):
                         text = str(value).strip().splitlines()[0][:240] if str(value).strip() else type(value).__name__
                         warnings.append(_validate.problem(
                             host, name, "<not evaluated>",
