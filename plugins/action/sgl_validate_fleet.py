@@ -266,7 +266,9 @@ class ActionModule(ActionBase):
         semantic = other_problems + _validate.fleet_problems(resolved, groups, hosts)
         timing["rules_s"] = time.monotonic() - mark
         mark = time.monotonic()
-        semantic += _remote.fleet_remote_problems(resolved, groups, hosts)
+        # one cause, one line: a value an offline rule already refused is not reported again by its look-up
+        said = {(p["host"], p["variable"]) for p in semantic + spec_problems}
+        semantic += [p for p in _remote.fleet_remote_problems(resolved, groups, hosts) if (p["host"], p["variable"]) not in said]
         timing["remote_s"] = time.monotonic() - mark
         problems, soft = _validate.split_warnings(_validate.merge_problems(spec_problems, semantic, hosts))
         warnings += soft
