@@ -705,9 +705,12 @@ def unknown_variable_problems(host: str, inventory_vars: Mapping[str, Any], know
             continue
         if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
+        close = difflib.get_close_matches(name, sorted(known), n=2, cutoff=0.75)
         if close:
-            others = f" (or {', '.join(f'`{c}`' for c in close[1:])})" if len(close) > 1 else ""
+            # a second name only when it is about as close as the first (sglang_plan_xp_size: tp or ep?)
+            near = [c for c in close[1:] if difflib.SequenceMatcher(None, name, c).ratio()
+                    >= difflib.SequenceMatcher(None, name, close[0]).ratio() - 0.01]
+            others = f" (or `{near[0]}`)" if near else ""
             hint = f"did you mean `{close[0]}`{others}? Rename it; or, "
         else:
             hint = "use a variable of the roles' READMEs (roles/*/meta/argument_specs.yml); or, "
