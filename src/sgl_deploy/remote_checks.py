@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping
 
 from sgl_deploy import validate as _validate
-from sgl_deploy import weights as _weights
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 MODELSCOPE = "https://modelscope.cn"
@@ -140,6 +139,8 @@ def hub_answer(hub: str, endpoint: str, model_id: str, revision: str, token: str
     """What the hub says about ``model_id@revision``: ``(ok|missing|denied, detail)``; raises
     Unreachable when it does not answer. ModelScope: the plan role's listing request; Hugging Face:
     the model-info API of that revision."""
+    from sgl_deploy import weights as _weights  # the hub request and its parser (imported when a hub is asked)
+
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
