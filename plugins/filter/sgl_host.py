@@ -32,6 +32,8 @@ class FilterModule:
             "sgl_ifname_problems": _ifname_problems,
             "sgl_router_extra_args_problems": _router_extra_args_problems,
             "sgl_cert_status": _cert_status,
+            "sgl_tls_problems": _tls_problems,
+            "sgl_tls_line": _tls_line,
             "sgl_group_port_checks": _group_port_checks,
             "sgl_port_problems": _port_problems,
         }
@@ -102,6 +104,19 @@ def _router_extra_args_problems(extra_args):
 def _cert_status(pem, warn_days=30, label="the certificate"):
     """Expiry of a PEM certificate (sgl_deploy.tls.cert_status): state ok, warn, expired, ..."""
     return tls.cert_status(pem, int(warn_days), label=label)
+
+
+def _tls_problems(cert_pem, key_pem="", ca_pem="", names=(), warn_days=30, label="the certificate"):
+    """Every check of the gateway's certificate, key and CA (sgl_deploy.tls.pair_problems, the fleet
+    validation's check): a list of {check, level (error or warning), msg, fix}."""
+    names = [names] if isinstance(names, str) else [str(n) for n in names or []]
+    return tls.pair_problems(str(cert_pem), str(key_pem) if key_pem else None, str(ca_pem) if ca_pem else None,
+                             names, int(warn_days), label=label)
+
+
+def _tls_line(item, host):
+    """One TLS problem as one line: ``<host>: <what>. Fix: <fix>``."""
+    return f"{host}: {item['msg']}. Fix: {item['fix']}"
 
 
 def _profile_model_id(profile, variant=None, gpu_facts=None):

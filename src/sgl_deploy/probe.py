@@ -1031,7 +1031,8 @@ class ProbeRunner(M3Probes):
 
     def probe_auth(self) -> ProbeResult:
         if not self.api_key:
-            return ProbeResult("auth", "skip", detail="no API key configured (--api-key/--api-key-file/SGL_API_KEY)")
+            return ProbeResult("auth", "skip", detail="UNAUTHENTICATED: no API key configured (--api-key/--api-key-file/"
+                               "SGL_API_KEY); an endpoint that answers without one serves anyone who reaches it")
         start = time.monotonic()
         wrong = "wrong-" + os.urandom(6).hex()
         chat_body = {"model": self.model, "messages": self._messages("hi"), "max_tokens": 1}
@@ -1146,6 +1147,8 @@ class ProbeRunner(M3Probes):
             base_url=self.base_url, model=self.model, started_at=started,
             duration_s=time.monotonic() - t0, probes=[r.to_dict() for r in results],
             requests=[asdict(s) for s in self.samples], retries=[self.scrub(r) for r in self.retries],
+            # no key, and the endpoint answered: it serves without authentication
+            unauthenticated=not self.api_key and any(r.status == "pass" for r in results),
         )
 
 

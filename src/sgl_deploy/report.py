@@ -27,6 +27,7 @@ def build_report(
     requests: list[dict],
     error: str | None = None,
     retries: list[str] | None = None,
+    unauthenticated: bool = False,
 ) -> dict:
     passed = error is None and bool(probes) and all(p["status"] != "fail" for p in probes)
     result = {
@@ -42,6 +43,8 @@ def build_report(
     result["retries"] = list(retries or [])
     if error:
         result["error"] = error
+    if unauthenticated:  # the endpoint answered requests that carried no API key
+        result["unauthenticated"] = True
     return result
 
 
@@ -111,6 +114,9 @@ def format_table(report: dict, detail_width: int = 100) -> str:
         f"{summary}: {report.get('base_url')} model={report.get('model')} "
         f"in {report.get('duration_s', 0):.1f}s"
     )
+    if report.get("unauthenticated"):
+        lines.append(f"UNAUTHENTICATED: {report.get('base_url')} answered without an API key: it serves anyone who "
+                     "reaches it (sglang_service_allow_unauthenticated / sglang_router_allow_unauthenticated)")
     return "\n".join(lines)
 
 

@@ -429,13 +429,22 @@ def last_probe(reports: str, target: str, now: float) -> dict[str, Any] | None:
     return None
 
 
+def unauthenticated(v: dict[str, Any], key: Any, opt_out: str) -> bool:
+    """Serving without an API key on purpose: the inventory opted out (``opt_out`` true; the fleet
+    validation refuses an empty key otherwise) and the key is empty. A key that could not be
+    rendered here (None: a vault value) counts as set."""
+    return str(v.get(opt_out, "")).strip().lower() in ("true", "yes", "1", "on") and key == ""
+
+
 def engine_row(v: dict[str, Any], ep: monitoring.Endpoint, rank0_addr: str, args: argparse.Namespace,
                hub_sizes: HubSizes) -> dict[str, Any]:
     service = v.get("sglang_service_name") or "sglang"
     root = v.get("sglang_service_root") or "/opt/sglang"
     remote = remote_facts(v, service, str(root), True, args.timeout, deploy_state.fact_path(service))
     row: dict[str, Any] = {"host": ep.name, "role": f"engine r{ep.node_rank}" if len(ep.group) > 1 else "engine",
-                           "address": ep.address, "url": ep.url()}
+                           "address": ep.address, "url": ep.url(),
+                           "unauthenticated": unauthenticated(v, v.get("sglang_service_api_key", ""),
+                                                              "sglang_service_allow_unauthenticated")}
     if remote.get("error"):
         row.update(health="unreachable", error=remote["error"], drift=None)
         return row
@@ -482,7 +491,9 @@ def engine_row(v: dict[str, Any], ep: monitoring.Endpoint, rank0_addr: str, args
     return row
 
 
-def gateway_row(v: dict[str, Any], ep: monitoring.Endpoint, args: argparse.Namespace) -> dict[str, Any]:
+def gateway_row(v: dict[str, Any], ep: monitoring.Endpoint, args: argparse.Namespace,
+                api_key: Any = "") -> dict[str, Any]:
+    """``api_key``: the key the gateway runs with (its own, else the workers' sglang_service_api_key)."""
     service = v.get("sglang_router_service_name") or "sglang-router"
     root = v.get("sglang_router_root") or "/opt/sglang-router"
     remote = remote_facts(v, service, str(root), False, args.timeout)
@@ -493,7 +504,8 @@ def gateway_row(v: dict[str, Any], ep: monitoring.Endpoint, args: argparse.Names
     tls = any(v.get(k) or (k in v and v[k] is None) for k in ("sglang_router_tls_cert", "sglang_router_tls_cert_path"))
     api_url = ("https" + ep.url()[4:]) if tls else ep.url()
     ca_file = str(v.get("sglang_router_tls_ca_file") or "") or None
-    row: dict[str, Any] = {"host": ep.name, "role": "gateway", "address": ep.address, "url": api_url}
+    row: dict[str, Any] = {"host": ep.name, "role": "gateway", "address": ep.address, "url": api_url,
+                           "unauthenticated": unauthenticated(v, api_key, "sglang_router_allow_unauthenticated")}
     if remote.get("error"):
         row.update(health="unreachable", error=remote["error"], drift=None)
         return row
@@ -540,7 +552,13 @@ def collect(inv: dict[str, Any], args: argparse.Namespace, progress: Callable[[i
             row = engine_row(v, ep, rank0_addr, args, hub_sizes)
             target = ep.name if ep.node_rank == 0 else None
         else:
-            row = gateway_row(v, ep, args)
+            # the gateway's key: its own when the inventory sets one, else the role default, the workers' key
+            if "sglang_router_api_key" in hostvars.get(ep.name, {}):
+                key = v.get("sglang_router_api_key")
+            else:
+                first = (groups.get(str(v.get("sglang_router_worker_group") or args.engine_group)) or [None])[0]
+                key = resolved.get(first, {}).get("sglang_service_api_key", "") if first else ""
+            row = gateway_row(v, ep, args, key)
             target = "router" if ep.name == routers[0] else None
         probe = last_probe(args.reports, target, now) if target else None
         row["probe"] = probe
@@ -586,7 +604,8 @@ def format_table(rows: list[dict[str, Any]], prometheus: list[str] | None = None
                 else (f"workers {r['workers']}" if r.get("workers") else "-"))
         drift = r.get("drift")
         table.append([
-            r["host"], r.get("role", "-"), r.get("version") or "-", r.get("model") or "-", r.get("layout") or "-",
+            r["host"], r.get("role", "-") + (" UNAUTHENTICATED" if r.get("unauthenticated") else ""),
+            r.get("version") or "-", r.get("model") or "-", r.get("layout") or "-",
             r.get("health", "-") + (f" ({r['error']})" if r.get("error") else ""),
             fmt_age(r.get("uptime_s")), runq, f"{usage:.1%}" if usage is not None else "-",
             f"{probe['result']} {fmt_age(probe['age_s'])} ago" if probe else "-",
@@ -596,6 +615,10 @@ def format_table(rows: list[dict[str, Any]], prometheus: list[str] | None = None
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + "  " + str(row[-1]) for row in table]
     ok = sum(1 for r in rows if row_ok(r))
     lines.append(f"{ok}/{len(rows)} healthy without drift")
+    open_rows = [r["host"] for r in rows if r.get("unauthenticated")]
+    if open_rows:
+        lines.append(f"UNAUTHENTICATED: {', '.join(open_rows)} serve(s) without an API key, to anyone who reaches the port "
+                     "(sglang_service_allow_unauthenticated / sglang_router_allow_unauthenticated)")
     for url in prometheus or []:
         lines.append(f"Prometheus: {url} (alerts: {url}/alerts)")
     return "\n".join(lines)

@@ -15,9 +15,12 @@ replica-group membership rule (:func:`sgl_deploy.preflight.group_membership_prob
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import functools
 import posixpath
 import re
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
@@ -27,6 +30,7 @@ from sgl_deploy import plan_rules as _plan_rules
 from sgl_deploy import preflight as _preflight
 from sgl_deploy import probe as _probe
 from sgl_deploy import profiles as _profiles
+from sgl_deploy import tls as _tls
 
 Problem = dict[str, str]
 
@@ -57,6 +61,17 @@ ROLE_PREFIXES: dict[str, str] = {
     "sglang_firewall": "sglang_firewall",
     "monitoring": "monitoring",
 }
+
+# Every name the toolkit reads from the inventory carries one of these prefixes: the roles' (above),
+# the playbooks' (sglang_replicas, redeploy_*) and the validation's own settings (sgl_validate_*). A
+# variable with one of them that no role and no playbook knows is refused (a misspelt name would be
+# ignored: the role would use its default). Other names (vault_*, your own helpers) are not looked at.
+TOOLKIT_PREFIXES: tuple[str, ...] = tuple(sorted(
+    {f"{p}_" for p in ROLE_PREFIXES.values()} | {"sglang_", "redeploy_", "sgl_validate_"}))
+# The variables that playbooks (not roles) read: the one list beside the roles' argument specs.
+PLAYBOOK_VARIABLES_FILE = Path(__file__).resolve().parent / "playbook_variables.yml"
+ALLOW_UNKNOWN_VARIABLE = "sgl_validate_allow_unknown"
+_SECRETISH = re.compile(r"(api_?key|token|passw|secret|(^|_)key$|tls_key)", re.I)
 
 SECRET_VARIABLES = frozenset({
     "sglang_service_api_key", "probes_api_key", "sglang_router_api_key", "model_weights_token",
@@ -162,9 +177,11 @@ ROUTER_TLS_PAIRS = (("sglang_router_tls_cert", "sglang_router_tls_cert_path"),
 
 def _shown(variable: str, value: Any) -> str:
     """Display text of a value; secrets masked (their length and what is wrong stays visible)."""
-    if variable in SECRET_VARIABLES:
+    if isinstance(value, str) and value.startswith("<") and value.endswith(">") and " " in value:
+        return value  # already display text (<vaulted value>, <PEM certificate>, ...)
+    if variable in SECRET_VARIABLES or _SECRETISH.search(variable.rsplit(".", 1)[-1]):
         text = str(value)
-        return f"<secret, {len(text)} chars>"
+        return "<empty>" if text == "" else f"<secret, {len(text)} chars>"
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -492,6 +509,223 @@ def offline_problem(host: str, offline_var: str, links_var: str, vars_: Mapping[
     return None
 
 
+# The oldest gateway the router role drives: smg 1.x (its launcher, worker API and flags; checked against
+# 1.13.0). smg has no 0.x gateway of sglang-router's line: sglang-router, its predecessor, stopped at 0.3.2.
+ROUTER_MIN_VERSION = "1.0.0"
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", str(text).split("rc")[0].split("a")[0].split("b")[0])[:4])
+
+
+def pin_floor_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> list[Problem]:
+    """Pins older than what the roles use: the gateway below smg 1.0 (0.3.x is sglang-router's line: the
+    migration playbook moves a fleet off it) and SGLang below the model profile's ``min_sglang_version``."""
+    groups = set(groups_of_host)
+    out = []
+    pin = vars_.get("sglang_router_version")
+    if "sglang_routers" in groups and _is_set(pin) and _VERSION_RE.fullmatch(str(pin).strip()) \
+            and _version_key(pin) < _version_key(ROUTER_MIN_VERSION):
+        old = str(pin).startswith("0.3")
+        out.append(problem(
+            host, "sglang_router_version", pin,
+            f"predates the gateway the router role drives (smg >= {ROUTER_MIN_VERSION})"
+            + (": 0.3.x is sglang-router's line (it stopped at 0.3.2) and smg never had it" if old else ""),
+            "set sglang_router_version to an smg 1.x release such as 1.13.0 (the role default); a fleet that runs "
+            "sglang-router 0.3.x moves to smg with playbooks/migrate-gateway.yml (docs/lifecycle.md)"))
+    # SGLang below the profile's min_sglang_version: the planner's rule (sgl_deploy.plan_rules), which
+    # fleet_problems applies to sglang_plan_sglang_version; here only for an sglang_install_version that
+    # the inventory sets on its own (its default follows the plan).
+    pin = vars_.get("sglang_install_version")
+    name = vars_.get("sglang_plan_model_profile")
+    if "sglang_servers" in groups and _is_set(pin) and _is_set(name) and _VERSION_RE.fullmatch(str(pin).strip()):
+        prof = _load_profile(str(name))
+        refusal = _plan_rules.version_refusal(prof, str(pin).strip()) if prof is not None and not isinstance(prof, str) else None
+        if refusal is not None:
+            out.append(problem(host, "sglang_install_version", pin, _plan_rules.role_message(refusal.message), refusal.fix))
+    return out
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "yes", "1", "on")
+
+
+# (key variable, opt-out variable, what serves, inventory group)
+AUTH_VARIABLES = (
+    ("sglang_service_api_key", "sglang_service_allow_unauthenticated", "the engine", "sglang_servers"),
+    ("sglang_router_api_key", "sglang_router_allow_unauthenticated", "the gateway", "sglang_routers"),
+)
+
+
+def authentication_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> list[Problem]:
+    """An engine or gateway without an API key serves anyone who reaches its port: refused unless the
+    inventory opts out on purpose (``sglang_service_allow_unauthenticated`` /
+    ``sglang_router_allow_unauthenticated``). A key that could not be resolved (absent from ``vars_``:
+    a vault value without the password, reported on its own) is not called empty."""
+    groups = set(groups_of_host)
+    out = []
+    for key_var, opt_out, what, group in AUTH_VARIABLES:
+        if group not in groups or key_var not in vars_ or _is_set(vars_[key_var]) or _truthy(vars_.get(opt_out)):
+            continue
+        extra = (" (the gateway's key defaults to the workers' sglang_service_api_key)"
+                 if key_var == "sglang_router_api_key" else "")
+        out.append(problem(
+            host, key_var, "",
+            f"is empty: {what} would serve without authentication, to anyone who reaches its port{extra}",
+            f"set {key_var} (keep it in ansible-vault: ansible-vault encrypt_string --name vault_{key_var} 'KEY', "
+            f"then {key_var}: \"{{{{ vault_{key_var} }}}}\"), or set {opt_out}: true to serve without a key on purpose"))
+    return out
+
+
+def router_tls_material_problems(host: str, vars_: Mapping[str, Any], ca_reader=None) -> list[Problem]:
+    """Gateway TLS given as PEM text (vault, inline or a controller file through a lookup), checked on the
+    controller with the router preflight's own code (:func:`sgl_deploy.tls.pair_problems`): the key is the
+    certificate's, the certificate is valid now (a warning under ``sglang_router_tls_expiry_warn_days``),
+    its subjectAltName names the address clients use (``sglang_router_tls_server_names``, else the
+    gateway's ``ansible_host`` or inventory name) and it chains to ``sglang_router_tls_ca_file``.
+    Certificates given as host paths are checked by the router role's TLS tasks in the preflight phase."""
+    cert, key = vars_.get("sglang_router_tls_cert"), vars_.get("sglang_router_tls_key")
+    if not _is_set(cert) or "-----BEGIN " not in str(cert) or _is_set(vars_.get("sglang_router_tls_cert_path")):
+        return []
+    key_text = str(key) if _is_set(key) and "-----BEGIN " in str(key) and not _is_set(vars_.get("sglang_router_tls_key_path")) else None
+    ca_file = vars_.get("sglang_router_tls_ca_file")
+    ca_text = None
+    out: list[Problem] = []
+    if _is_set(ca_file):
+        try:
+            ca_text = (ca_reader or (lambda path: Path(path).read_text()))(str(ca_file))
+        except OSError as exc:
+            out.append(problem(host, "sglang_router_tls_ca_file", ca_file,
+                               f"cannot be read on the controller ({exc.strerror or exc})",
+                               "set sglang_router_tls_ca_file to the CA bundle's path on the controller"))
+    names = vars_.get("sglang_router_tls_server_names")
+    if not names:
+        names = [vars_.get("ansible_host") or host]
+    elif isinstance(names, str):
+        names = [names]
+    try:
+        warn_days = int(vars_.get("sglang_router_tls_expiry_warn_days", _tls.DEFAULT_WARN_DAYS))
+    except (TypeError, ValueError):
+        warn_days = _tls.DEFAULT_WARN_DAYS
+    try:
+        found = _tls_checks(str(cert), key_text, ca_text, tuple(str(n) for n in names), warn_days)
+    except ImportError:  # no cryptography on the controller: the router preflight still checks the expiry
+        return out
+    shown = {"sglang_router_tls_cert": "<PEM certificate>", "sglang_router_tls_key": "<secret PEM key>",
+             "sglang_router_tls_ca_file": ca_file}
+    where = {"certificate": "sglang_router_tls_cert", "key": "sglang_router_tls_key", "san": "sglang_router_tls_cert",
+             "chain": "sglang_router_tls_ca_file"}
+    for item in found:
+        var = where[item["check"]]
+        p = problem(host, var, shown[var], item["msg"], item["fix"])
+        if item["level"] == "warning":
+            p["level"] = "warning"
+        out.append(p)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _tls_checks(cert: str, key: str | None, ca: str | None, names: tuple[str, ...], warn_days: int) -> list[dict]:
+    return _tls.pair_problems(cert, key, ca, names, warn_days, label="the gateway certificate")
+
+
+def _yaml_load(text: str) -> Any:
+    """YAML with libyaml's loader when PyYAML has it (the role specs are read on every run: 10x faster)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+
+
+@functools.lru_cache(maxsize=4)
+def playbook_variables() -> dict[str, Any]:
+    """The variables playbooks read (``src/sgl_deploy/playbook_variables.yml``): name -> description."""
+    data = _yaml_load(PLAYBOOK_VARIABLES_FILE.read_text()) or {}
+    return dict(data.get("variables") or {})
+
+
+@functools.lru_cache(maxsize=4)
+def known_variable_names(roles_dir: str) -> frozenset[str]:
+    """Every variable the toolkit reads from the inventory: the options of every entry point of every
+    role's ``meta/argument_specs.yml``, every role default, and the playbook variables."""
+    names: set[str] = set(playbook_variables())
+    for role in sorted(Path(roles_dir).iterdir()):
+        spec_file = role / "meta" / "argument_specs.yml"
+        if spec_file.exists():
+            specs = (_yaml_load(spec_file.read_text()) or {}).get("argument_specs") or {}
+            for entry in specs.values():
+                names.update((entry or {}).get("options") or {})
+        defaults = role / "defaults" / "main.yml"
+        if defaults.exists():
+            names.update(_yaml_load(defaults.read_text()) or {})
+    return frozenset(names)
+
+
+# Settings of the validation itself, read per host (src/sgl_deploy/playbook_variables.yml).
+VALIDATION_SETTINGS = (ALLOW_UNKNOWN_VARIABLE, "sgl_validate_remote_checks", "sgl_validate_unreachable")
+
+
+def _walk_fact_names(node: Any, out: set[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _walk_fact_names(item, out)
+    elif isinstance(node, dict):
+        for key in ("ansible.builtin.set_fact", "set_fact"):
+            if isinstance(node.get(key), dict):
+                out.update(k for k in node[key] if k != "cacheable")
+        if isinstance(node.get("register"), str):
+            out.add(node["register"])
+        for key in ("block", "rescue", "always", "tasks", "pre_tasks", "post_tasks", "handlers"):
+            _walk_fact_names(node.get(key), out)
+
+
+@functools.lru_cache(maxsize=4)
+def runtime_fact_names(repo_root: str) -> frozenset[str]:
+    """Names the roles and playbooks set while they run (set_fact, register): a role default that
+    needs one (``sglang_plan_result``) cannot be evaluated before that phase and is left to the role."""
+    import yaml
+
+    root = Path(repo_root)
+    out: set[str] = set()
+    for path in [*root.glob("roles/*/tasks/*.yml"), *root.glob("roles/*/handlers/*.yml"),
+                 *root.glob("playbooks/*.yml"), root / "site.yml"]:
+        try:
+            _walk_fact_names(_yaml_load(path.read_text()), out)
+        except (OSError, yaml.YAMLError):
+            continue
+    return frozenset(out)
+
+
+def unknown_variable_problems(host: str, inventory_vars: Mapping[str, Any], known: Iterable[str],
+                              allow: Iterable[str] = ()) -> list[Problem]:
+    """Inventory variables (inventory, group_vars, host_vars, -e) with a toolkit prefix that no role and
+    no playbook knows: a misspelt name is otherwise ignored and the role quietly uses its default
+    (``sglang_service_apikey`` leaves the engine without a key). ``allow``: names or fnmatch patterns
+    of ``sgl_validate_allow_unknown`` (your own helper variables with a toolkit prefix)."""
+    known = known if isinstance(known, (set, frozenset)) else set(known)
+    patterns = [str(a) for a in (allow or [])]
+    out = []
+    for name in sorted(inventory_vars):
+        if not name.startswith(TOOLKIT_PREFIXES) or name in known:
+            continue
+        if any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=2, cutoff=0.75)
+        if close:
+            # a second name only when it is about as close as the first (sglang_plan_xp_size: tp or ep?)
+            near = [c for c in close[1:] if difflib.SequenceMatcher(None, name, c).ratio()
+                    >= difflib.SequenceMatcher(None, name, close[0]).ratio() - 0.01]
+            others = f" (or `{near[0]}`)" if near else ""
+            hint = f"did you mean `{close[0]}`{others}? Rename it; or, "
+        else:
+            hint = "use a variable of the roles' READMEs (roles/*/meta/argument_specs.yml); or, "
+        out.append(problem(
+            host, name, inventory_vars[name],
+            "is not a variable of any role or playbook of the toolkit (a misspelt name is ignored: the role would use its default)",
+            hint + f"if it is a helper variable of your own, list it in {ALLOW_UNKNOWN_VARIABLE} (names or patterns) "
+            "or give it a name without a toolkit prefix (e.g. vault_*)"))
+    return out
+
+
 # --------------------------------------------------------------------------- one host
 
 def host_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[str] = ()) -> list[Problem]:
@@ -563,6 +797,10 @@ def host_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[
     if "sglang_router_extra_args" in vars_:
         out += router_extra_args_problems(host, "sglang_router_extra_args", vars_["sglang_router_extra_args"])
     out += router_tls_problems(host, vars_)
+    if "sglang_routers" in set(groups_of_host):
+        out += router_tls_material_problems(host, vars_)
+    out += authentication_problems(host, vars_, groups_of_host)
+    out += pin_floor_problems(host, vars_, groups_of_host)
     if "sglang_plan_model_profile" in vars_:
         out += profile_problems(host, vars_)
     out += port_clash_problems(host, vars_, groups_of_host)
@@ -648,6 +886,18 @@ def replica_group_problems(
     return out
 
 
+def colocation_problems(host: str, vars_: Mapping[str, Any], groups_of_host: Iterable[str]) -> list[Problem]:
+    """A GPU server that is also the gateway shares its CPU, memory and restarts with the engine (a
+    redeploy drains the gateway's own host): refused unless ``sglang_router_allow_colocation: true``."""
+    groups = set(groups_of_host)
+    if not {"sglang_servers", "sglang_routers"} <= groups or _truthy(vars_.get("sglang_router_allow_colocation")):
+        return []
+    return [problem(host, "group_names", sorted(g for g in groups if g.startswith("sglang_")),
+                    "is both a GPU server (sglang_servers) and the gateway (sglang_routers)",
+                    "give the gateway a host of its own (CPU only is enough) and remove this host from sglang_routers, "
+                    "or set sglang_router_allow_colocation: true on this host to run both on purpose")]
+
+
 def fleet_problems(
     hostvars: Mapping[str, Mapping[str, Any]],
     groups: Mapping[str, Iterable[str]],
@@ -667,6 +917,7 @@ def fleet_problems(
     for host in running:
         vars_ = hostvars.get(host, {})
         out += host_problems(host, vars_, member_of.get(host, []))
+        out += colocation_problems(host, vars_, member_of.get(host, []))
         # --- the planner's GPU-free rules (sgl_deploy.plan_rules): the plan's words and fix ---
         if host in servers:
             out += [problem(host, *refusal) for refusal in _plan_rules.inventory_refusals(host, vars_)]
@@ -688,12 +939,21 @@ def merge_problems(spec: list[Problem], semantic: list[Problem], hosts_order: It
     return sorted(merged, key=lambda p: order.get(p["host"], len(order)))
 
 
+def split_warnings(problems: list[Problem]) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings): a problem with ``level: warning`` does not stop the run."""
+    return ([p for p in problems if p.get("level") != "warning"], [p for p in problems if p.get("level") == "warning"])
+
+
+def format_line(p: Problem) -> str:
+    return f"{p['host']}: {p['variable']} = {p['value']}: {p['problem']}. Fix: {p['fix']}"
+
+
 def format_problems(problems: list[Problem]) -> str:
     """All problems, one per line: ``host: variable = value: problem. Fix: fix``."""
     hosts = sorted({p["host"] for p in problems})
     head = (f"The inventory has {len(problems)} bad value{'s' if len(problems) != 1 else ''} on "
             f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}; nothing was changed on any host:")
-    lines = [head] + [f"  {p['host']}: {p['variable']} = {p['value']}: {p['problem']}. Fix: {p['fix']}" for p in problems]
+    lines = [head] + [f"  {format_line(p)}" for p in problems]
     return "\n".join(lines)
 
 

@@ -5,8 +5,8 @@ What is checked (precise patterns, so prose is not mistaken for a name):
 * a filter: "filter `X`" / "filters `X`", or a pipe into an ``sgl`` name inside backticks
   (`` `plan | sgl_server_argv(parsers)` ``): X must be exported by plugins/filter/*.py;
 * "action plugin `X`" / "module `X`": plugins/action/X.py / plugins/modules/X.py;
-* any backticked bare ``sgl_*`` name: a filter, an action plugin, a module, or a metric of the
-  alert rules / Grafana dashboard;
+* any backticked bare ``sgl_*`` name: a filter, an action plugin, a module, a metric of the
+  alert rules / Grafana dashboard, or a playbook variable (src/sgl_deploy/playbook_variables.yml);
 * a fact: "fact `X`", "`X` fact", a row of a "| fact | meaning |" table: set by a ``set_fact``
   or ``register`` in roles/ or playbooks/; "plan fact `X`": a field of the planner's plan (or the
   plan fact itself);
@@ -78,6 +78,13 @@ def set_facts() -> set[str]:
     return out
 
 
+def _playbook_variables() -> set[str]:
+    """Variables the playbooks read (src/sgl_deploy/playbook_variables.yml), e.g. sgl_validate_allow_unknown."""
+    from sgl_deploy import validate
+
+    return set(validate.playbook_variables())
+
+
 def plan_fields() -> set[str]:
     from sgl_deploy import planner
 
@@ -97,7 +104,7 @@ def _fact_table_names(text: str) -> list[str]:
 
 
 def problems(text: str, where: str, filters: set[str], actions: set[str], modules: set[str],
-             metrics: set[str], facts: set[str], fields: set[str]) -> list[str]:
+             metrics: set[str], facts: set[str], fields: set[str], variables: set[str] = frozenset()) -> list[str]:
     out = []
     for m in FILTER_RE.finditer(text):
         if m.group(1).startswith("sgl") and m.group(1) not in filters:
@@ -111,8 +118,8 @@ def problems(text: str, where: str, filters: set[str], actions: set[str], module
                                                                  and name not in modules):
             out.append(f"{where}: {kind} `{name}` does not exist")
     for m in BARE_RE.finditer(text):
-        if m.group(1) not in filters | actions | modules | metrics:
-            out.append(f"{where}: `{m.group(1)}` is no filter, module, action plugin or metric")
+        if m.group(1) not in filters | actions | modules | metrics | variables:
+            out.append(f"{where}: `{m.group(1)}` is no filter, module, action plugin, metric or playbook variable")
     named = [a or b for a, b in FACT_RE.findall(text)] + _fact_table_names(text)
     out += [f"{where}: fact `{n}` is set nowhere" for n in named if n not in facts]
     out += [f"{where}: plan fact `{n}` is no plan field" for n in PLAN_FIELD_RE.findall(text)
@@ -125,7 +132,7 @@ def problems(text: str, where: str, filters: set[str], actions: set[str], module
 @pytest.fixture(scope="module")
 def known():
     return dict(filters=_load_filters(), actions=_stems("plugins/action"), modules=_stems("plugins/modules"),
-                metrics=_metrics(), facts=set_facts(), fields=plan_fields())
+                metrics=_metrics(), facts=set_facts(), fields=plan_fields(), variables=_playbook_variables())
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])

@@ -284,3 +284,18 @@ def test_the_strict_server_refuses_a_doubled_v1(tmp_path, monkeypatch):
         code, report, _ = run_cli(tmp_path, server.base_url + "/v1", "--only", "models",
                                   monkeypatch=monkeypatch)
     assert code == 1 and "404" in report["probes"][0]["detail"]
+
+
+def test_an_open_endpoint_is_reported_unauthenticated(tmp_path, monkeypatch, capsys):
+    """No key and the endpoint answers: the report says UNAUTHENTICATED, loudly (issue 28)."""
+    monkeypatch.delenv("SGL_API_KEY", raising=False)
+    with FakeServer(api_key=None) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "models,auth", env_key=False, monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
+    assert code == 0 and report["unauthenticated"] is True, out
+    assert "UNAUTHENTICATED: " + server.base_url in out and "serves anyone" in out
+    assert "UNAUTHENTICATED" in {p["name"]: p for p in report["probes"]}["auth"]["detail"]
+    # with a key: nothing of the kind
+    with FakeServer(api_key=API_KEY) as server:
+        code, report, _ = run_cli(tmp_path, server.base_url, "--only", "models,auth", monkeypatch=monkeypatch)
+    assert code == 0 and "unauthenticated" not in report and "UNAUTHENTICATED" not in capsys.readouterr().out

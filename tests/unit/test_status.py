@@ -259,3 +259,20 @@ def test_http_get_plain_http_to_a_tls_port_is_an_answer_not_a_crash(tmp_path):
     code, text = status.http_get(f"http://127.0.0.1:{port}/health", 5)
     srv.close()
     assert code is None and text
+
+
+def test_unauthenticated_on_purpose_is_said_loudly(inventory, fleet, capsys):
+    rc, out, _err = run_status(capsys, "-i", str(inventory))
+    assert "UNAUTHENTICATED" not in out  # no opt-out: the validation made sure a key is set
+    (inventory / "group_vars" / "all.yml").write_text(json.dumps({"sglang_service_allow_unauthenticated": True,
+                                                                  "sglang_router_allow_unauthenticated": True}))
+    rc, out, _err = run_status(capsys, "-i", str(inventory))
+    lines = out.splitlines()
+    assert next(line for line in lines if line.startswith("e1 ")).split()[1:3] == ["engine", "UNAUTHENTICATED"]
+    assert "gateway UNAUTHENTICATED" in next(line for line in lines if line.startswith("gw "))
+    assert lines[-1].startswith("UNAUTHENTICATED: e1, e2, gw serve(s) without an API key"), lines[-1]
+    # the gateway keeps its own key: only the engines are open
+    (inventory / "host_vars").mkdir()
+    (inventory / "host_vars" / "gw.yml").write_text("sglang_router_api_key: gw-key\n")
+    rc, out, _err = run_status(capsys, "-i", str(inventory))
+    assert out.splitlines()[-1].startswith("UNAUTHENTICATED: e1, e2 serve(s)"), out

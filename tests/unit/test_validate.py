@@ -81,9 +81,13 @@ def test_revision_bad(value):
 
 # ---------------------------------------------------------------- API keys (masked)
 
-@pytest.mark.parametrize("value", ["lab-secret-key", "sk-ABC_123.=~", ""])
+@pytest.mark.parametrize("value", ["lab-secret-key", "sk-ABC_123.=~"])
 def test_api_key_good(value):
     assert problems_of("sglang_service_api_key", value) == []
+
+
+def test_empty_api_key_only_on_purpose():
+    assert problems_of("sglang_service_api_key", "", sglang_service_allow_unauthenticated=True) == []
 
 
 @pytest.mark.parametrize("value", ["secret\n", "sec ret", "tab\tkey", "ключ", "bell\x07"])
@@ -352,8 +356,10 @@ def test_merge_keeps_one_line_per_cause():
 
 # ---------------------------------------------------------------- the real playbook (no host contact)
 
-def _inventory(tmp_path: Path, host_vars: dict) -> Path:
-    inv = {"all": {"children": {
+def _inventory(tmp_path: Path, host_vars: dict, all_vars: dict | None = None) -> Path:
+    # a key (authentication is a choice) and no look-ups of the index and hub (no network in unit tests)
+    inv = {"all": {"vars": {"sglang_service_api_key": "unit-key", "sgl_validate_remote_checks": False, **(all_vars or {})},
+                   "children": {
         "sglang_servers": {"hosts": {"g1": {"ansible_host": "192.0.2.1"}, "g2": {"ansible_host": "192.0.2.2"}}},
         "sglang_routers": {"hosts": {"r1": {"ansible_host": "192.0.2.3"}}},
     }}}
@@ -366,11 +372,12 @@ def _inventory(tmp_path: Path, host_vars: dict) -> Path:
     return path
 
 
-def _validate(tmp_path: Path, host_vars: dict, *extra: str) -> subprocess.CompletedProcess:
+def _validate(tmp_path: Path, host_vars: dict, *extra: str, all_vars: dict | None = None,
+              env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PYTHONPATH": str(REPO / "src"),
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", **(env_extra or {})}
     bindir = Path(sys.executable).parent
-    return subprocess.run([str(bindir / "ansible-playbook"), "-i", str(_inventory(tmp_path, host_vars)),
+    return subprocess.run([str(bindir / "ansible-playbook"), "-i", str(_inventory(tmp_path, host_vars, all_vars)),
                            str(REPO / "playbooks/validate.yml"), *extra],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 

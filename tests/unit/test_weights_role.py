@@ -52,6 +52,10 @@ def inventory(tmp_path: Path, hub, **overrides) -> Path:
         "model_weights_source": "fanout",
         "model_weights_poll_interval_s": 1,
         "model_weights_disk_margin_gb": 0,
+        # the fleet validation (playbooks/validate.yml) refuses an engine without a key; no index or
+        # hub look-ups from the controller in unit tests
+        "sglang_service_api_key": "unit-key",
+        "sgl_validate_remote_checks": False,
     }
     group_vars.update(overrides)
     path = tmp_path / "hosts.yml"
