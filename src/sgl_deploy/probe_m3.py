@@ -12,7 +12,8 @@ The upstream reports these guard against (issue #18):
   about 97.0% on H200, 96.5% on B200).
 
 Every verdict goes through a pure ``check_*`` function (unit-tested without a server);
-:class:`M3Probes` is a mixin of :class:`sgl_deploy.probe.ProbeRunner` that makes the requests.
+:class:`M3Suite` makes the requests through a :class:`sgl_deploy.probe_client.ProbeClient` it is
+given (composition; ``probe_default.ProbeRunner`` composes it with the default suite).
 """
 
 from __future__ import annotations
@@ -22,22 +23,40 @@ import random
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
+
+from sgl_deploy.probe_checks import (
+    ACCURACY_THRESHOLD,  # noqa: F401 (re-exported: probe_m3.ACCURACY_THRESHOLD)
+    MODEL_SAMPLING,
+    RECIPE_EXTRA_BODY,
+    RECIPE_SAMPLING,
+    RECIPE_SAMPLING_FULL,
+    TOOL_MARKUP,
+    WEATHER_TOOL,
+    ProbeResult,
+    answer_text,
+    check_reasoning,
+    check_tool_arguments,
+    check_tool_followup,
+    contains_word,
+    normalize_base_url,  # noqa: F401 (re-exported: probe_m3.normalize_base_url)
+    percentile,
+    reassemble_tool_call_stream,
+    shorten,
+    strip_think,
+)
+from sgl_deploy.probe_client import ProbeClient
 
 THINKING_OFF_ISSUE = "sglang#32276"
 THINKING_OFF_ISSUE_URL = "https://github.com/sgl-project/sglang/issues/32276"
 # M3's documented switch (chat template kwarg, sglang.md §4 'chat_template_kwargs').
 THINKING_OFF_KWARGS = {"thinking_mode": "disabled"}
 
-ACCURACY_THRESHOLD = 0.9
 ACCURACY_CONCURRENCY = 8
 ACCURACY_PROBLEMS = 120
 ACCURACY_SEED = 18
 ACCURACY_INSTRUCTION = "Solve the problem. End your reply with a line 'Answer: <integer>'."
-# The model's own sampling defaults (generation_config.json, applied by SGLang's default
-# --sampling-defaults model) and the MiniMax recipe's, which the probes send.
-MODEL_SAMPLING = {"temperature": 1.0, "top_p": 0.95, "top_k": 40}
-RECIPE_SAMPLING_FULL = {"temperature": 1.0, "top_p": 0.95, "top_k": 20}
+# ACCURACY_THRESHOLD, MODEL_SAMPLING and RECIPE_SAMPLING_FULL live in probe_checks (imported above).
 
 PARALLEL_CITIES = ("Paris", "Tokyo")
 PARALLEL_QUESTION = (
@@ -87,18 +106,6 @@ MULTITURN_QUESTIONS = (
     ("What is 6*7? Answer with just the number.", "42"),
     ("Now reply with the word done.", "done"),
 )
-
-
-# --------------------------------------------------------------------------- base URL
-
-
-def normalize_base_url(url: str) -> str:
-    """The server root of ``url``: a trailing ``/`` or ``/v1`` (the OpenAI SDK form) is dropped,
-    so ``http://h:8000/v1`` and ``http://h:8000`` both give ``http://h:8000``."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")].rstrip("/")
-    return url
 
 
 # --------------------------------------------------------------------------- accuracy set
@@ -187,8 +194,6 @@ def check_accuracy(outcomes: list[dict], threshold: float) -> tuple[bool, str, f
 def check_multiturn(turns: list[dict], expected: list[str], parser: str | None) -> tuple[bool, str]:
     """Each turn's message (``{"content", "reasoning_content"}``): reasoning where the parser
     puts it, no think tag or stray closer in the visible answer, the expected word there."""
-    from sgl_deploy.probe import answer_text, check_reasoning, contains_word, shorten
-
     if len(turns) != len(expected):
         return False, f"{len(turns)} turn(s) answered, want {len(expected)}"
     notes = []
@@ -207,8 +212,6 @@ def check_parallel_calls(
     response: dict, tool: dict, cities: tuple[str, ...]
 ) -> tuple[bool, str, list[dict]]:
     """One assistant turn with one valid call per city, distinct ids."""
-    from sgl_deploy.probe import TOOL_MARKUP, check_tool_arguments
-
     choice = (response.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     calls = message.get("tool_calls") or []
@@ -240,8 +243,6 @@ def check_parallel_calls(
 
 def check_final_names(response: dict, names: tuple[str, ...]) -> tuple[bool, str]:
     """The answer after the tool results names every one of ``names``."""
-    from sgl_deploy.probe import answer_text, check_tool_followup, contains_word, shorten
-
     ok, detail = check_tool_followup(response)
     if not ok:
         return False, detail
@@ -272,8 +273,6 @@ def check_expected_args(parsed: dict, expect: dict) -> list[str]:
 
 
 def check_nested_args(arguments: Any, tool: dict, expect: dict) -> tuple[bool, str]:
-    from sgl_deploy.probe import check_tool_arguments
-
     ok, detail, parsed = check_tool_arguments(arguments, tool["function"]["parameters"])
     if not ok:
         return False, detail
@@ -287,8 +286,6 @@ def check_streamed_call_shape(deltas: list[dict]) -> tuple[dict[int, dict], list
     """Reassemble streamed tool calls and flag the sglang#23071 shapes: a name sent more than
     once (or ``null`` on the first delta), arguments that do not parse as one JSON object
     (duplicated fragments)."""
-    from sgl_deploy.probe import reassemble_tool_call_stream
-
     calls, problems = reassemble_tool_call_stream(deltas)
     names: dict[int, int] = {}
     for entry in deltas:
@@ -315,8 +312,6 @@ def check_streamed_call_shape(deltas: list[dict]) -> tuple[dict[int, dict], list
 def check_thinking_off(message: dict) -> tuple[str, str]:
     """(pass|warn|fail, detail). Thinking output with thinking disabled is a warn naming the
     upstream issue (never a silent pass); no answer at all is a fail."""
-    from sgl_deploy.probe import answer_text, shorten, strip_think
-
     reasoning = (message.get("reasoning_content") or "").strip()
     _, inline = strip_think(message.get("content"))
     answer = answer_text(message)
@@ -361,26 +356,29 @@ def describe_sampling(model_info: dict | None, profile_sampling: dict | None = N
 # --------------------------------------------------------------------------- the probes
 
 
-class M3Probes:
-    """Probe methods mixed into ProbeRunner (uses its chat/stream/parser helpers)."""
+class M3Suite:
+    """The M3-depth probes, requested through ``client`` (its chat/stream/parser helpers and options:
+    ``max_tokens``, ``accuracy_threshold``, ``model_info``)."""
 
-    accuracy_threshold: float = ACCURACY_THRESHOLD
-    accuracy_problems_n: int = ACCURACY_PROBLEMS
+    NAMES = ("multiturn", "parallel-tools", "tool-args", "thinking-off", "sampling", "accuracy")
+
+    def __init__(self, client: ProbeClient, accuracy_problems_n: int = ACCURACY_PROBLEMS):
+        self.client = client
+        self.accuracy_problems_n = accuracy_problems_n
+
+    def probes(self) -> dict[str, Callable[[], ProbeResult]]:
+        return {name: getattr(self, "probe_" + name.replace("-", "_")) for name in self.NAMES}
 
     def _recipe(self) -> dict:
-        from sgl_deploy.probe import RECIPE_EXTRA_BODY, RECIPE_SAMPLING
-
         return {"extra_body": dict(RECIPE_EXTRA_BODY), **RECIPE_SAMPLING}
 
     def probe_multiturn(self):
-        from sgl_deploy.probe import ProbeResult, answer_text
-
-        parser, source = self.parser("reasoning_parser")
+        parser, source = self.client.parser("reasoning_parser")
         messages: list[dict] = []
         turns, latencies = [], []
         for question, _ in MULTITURN_QUESTIONS:
             messages.append({"role": "user", "content": question})
-            response, latency = self.chat("multiturn", messages=list(messages), **self._recipe())
+            response, latency = self.client.chat("multiturn", messages=list(messages), **self._recipe())
             latencies.append(latency)
             message = ((response.get("choices") or [{}])[0]).get("message") or {}
             turns.append(message)
@@ -393,10 +391,8 @@ class M3Probes:
                                  "turn_latencies_s": latencies})
 
     def probe_parallel_tools(self):
-        from sgl_deploy.probe import WEATHER_TOOL, ProbeResult
-
         messages = [{"role": "user", "content": PARALLEL_QUESTION}]
-        response, latency = self.chat("parallel-tools", messages=messages, tools=[WEATHER_TOOL],
+        response, latency = self.client.chat("parallel-tools", messages=messages, tools=[WEATHER_TOOL],
                                       tool_choice="auto", **self._recipe())
         ok, detail, records = check_parallel_calls(response, WEATHER_TOOL, PARALLEL_CITIES)
         data: dict = {"calls": records}
@@ -413,7 +409,7 @@ class M3Probes:
             city = next((c for c in PARALLEL_CITIES if c.lower() in location.lower()), location)
             results.append({"role": "tool", "tool_call_id": record["id"],
                             "content": json.dumps(PARALLEL_RESULTS.get(city, {"location": city}))})
-        followup, followup_latency = self.chat(
+        followup, followup_latency = self.client.chat(
             "parallel-tools", messages=messages + [assistant] + results, tools=[WEATHER_TOOL],
             **self._recipe())
         ok2, detail2 = check_final_names(followup, PARALLEL_CITIES)
@@ -422,10 +418,8 @@ class M3Probes:
                            latency_s=latency + followup_latency, detail=f"{detail}; {detail2}", data=data)
 
     def probe_tool_args(self):
-        from sgl_deploy.probe import TOOL_MARKUP, ProbeResult
-
         messages = [{"role": "user", "content": MEETING_QUESTION}]
-        response, latency = self.chat("tool-args", messages=messages, tools=[MEETING_TOOL],
+        response, latency = self.client.chat("tool-args", messages=messages, tools=[MEETING_TOOL],
                                       tool_choice="auto", **self._recipe())
         choice = (response.get("choices") or [{}])[0]
         calls = (choice.get("message") or {}).get("tool_calls") or []
@@ -444,7 +438,7 @@ class M3Probes:
         if not ok:
             return ProbeResult("tool-args", "fail", latency_s=latency, data=data,
                                detail=f"non-streamed: {detail}")
-        capture = self.stream("tool-args", messages=messages, tools=[MEETING_TOOL],
+        capture = self.client.stream("tool-args", messages=messages, tools=[MEETING_TOOL],
                               tool_choice="auto", **self._recipe())
         data["stream_fragments"] = len(capture.tool_deltas)
         if capture.error:
@@ -470,11 +464,9 @@ class M3Probes:
                                    f"{len(capture.tool_deltas)} fragments, no duplicate"))
 
     def probe_thinking_off(self):
-        from sgl_deploy.probe import ProbeResult
-
         recipe = self._recipe()
         recipe["extra_body"]["chat_template_kwargs"] = dict(THINKING_OFF_KWARGS)
-        response, latency = self.chat(
+        response, latency = self.client.chat(
             "thinking-off", messages=[{"role": "user", "content": "What is 20+22? Answer with just the number."}],
             **recipe)
         message = ((response.get("choices") or [{}])[0]).get("message") or {}
@@ -485,18 +477,16 @@ class M3Probes:
                                  "upstream_issue": THINKING_OFF_ISSUE if status == "warn" else None})
 
     def probe_accuracy(self):
-        from sgl_deploy.probe import ProbeResult, answer_text, percentile
-
         problems = accuracy_problems(self.accuracy_problems_n)
-        max_tokens = max(self.max_tokens, 2048)
+        max_tokens = max(self.client.max_tokens, 2048)
 
         def one(problem: dict) -> dict:
             try:
-                response, latency = self.chat(
+                response, latency = self.client.chat(
                     "accuracy", messages=[{"role": "user", "content": accuracy_prompt(problem["question"])}],
                     max_tokens=max_tokens, **self._recipe())
             except Exception as exc:
-                return {"ok": False, "error": self.scrub(f"{type(exc).__name__}: {exc}"), "latency_s": None}
+                return {"ok": False, "error": self.client.scrub(f"{type(exc).__name__}: {exc}"), "latency_s": None}
             message = ((response.get("choices") or [{}])[0]).get("message") or {}
             got = extract_integer(answer_text(message))
             return {"ok": got == problem["answer"], "error": None, "latency_s": latency,
@@ -506,7 +496,7 @@ class M3Probes:
         with ThreadPoolExecutor(max_workers=ACCURACY_CONCURRENCY) as pool:
             outcomes = list(pool.map(one, problems))
         wall = time.monotonic() - start
-        ok, detail, accuracy = check_accuracy(outcomes, self.accuracy_threshold)
+        ok, detail, accuracy = check_accuracy(outcomes, self.client.accuracy_threshold)
         latencies = [o["latency_s"] for o in outcomes if o["latency_s"] is not None]
         p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
         wrong = [{"question": p["question"], "want": o.get("want"), "got": o.get("got"),
@@ -514,15 +504,13 @@ class M3Probes:
         if p95 is not None:
             detail += f"; p95 {p95:.2f}s; {len(problems)} problems at concurrency {ACCURACY_CONCURRENCY}"
         return ProbeResult("accuracy", "pass" if ok else "fail", latency_s=p50, detail=detail,
-                           data={"accuracy": round(accuracy, 4), "threshold": self.accuracy_threshold,
+                           data={"accuracy": round(accuracy, 4), "threshold": self.client.accuracy_threshold,
                                  "problems": len(problems), "correct": len(problems) - len(wrong),
                                  "concurrency": ACCURACY_CONCURRENCY, "p50_s": p50, "p95_s": p95,
                                  "wall_s": wall, "wrong": wrong[:10]})
 
     def probe_sampling(self):
-        from sgl_deploy.probe import ProbeResult
-
-        info = describe_sampling(self.model_info)
+        info = describe_sampling(self.client.model_info)
         if info["server_defaults"] is None:
             detail = f"server defaults {info['source']}; probes send the recipe's {RECIPE_SAMPLING_FULL}"
         else:

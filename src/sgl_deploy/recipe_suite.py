@@ -19,7 +19,9 @@ table agree) and checks the answers:
                         or Chinese). Skipped like the default vision probe when the model has no
                         image understanding (``--vision``).
 
-The default suite (``probe.PROBES``) is unchanged; this one reuses its runner plumbing and checks.
+The default suite (``probe.PROBES``) is unchanged; this one is composed over the same client
+(``probe_client.ProbeClient``) and reuses the pure checks of ``probe_checks``, including the one
+``WEATHER_TOOL`` (the tutorial's, verbatim).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import copy
 import json
 import random
 import time
+from typing import Callable
 
-from sgl_deploy.probe import (
+from sgl_deploy.probe_checks import (
     COLOURS,
+    WEATHER_TOOL,
     ProbeResult,
-    ProbeRunner,
     StreamCapture,
     UsageError,
     answer_text,
@@ -41,27 +44,14 @@ from sgl_deploy.probe import (
     png_data_url,
     shorten,
     strip_think,
+    tokens_per_s,
 )
+from sgl_deploy.probe_client import ProbeClient
 
 SUITE = "recipe"
 RECIPE_PROBES = ("recipe_chat", "recipe_streaming", "recipe_tools", "recipe_vision")
 
-# The tutorial's tool, verbatim.
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string", "description": "City and state, e.g., 'San Francisco, CA'"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["location", "unit"],
-        },
-    },
-}
+# The tutorial's tool, verbatim, is probe_checks.WEATHER_TOOL (the default suite sends it too).
 
 # The four requests, without ``model`` (the served name) and, for the image, without the image
 # URL (``vision_request`` adds a data URL). ``extra_body`` is the OpenAI SDK's keyword.
@@ -199,18 +189,19 @@ def select_probes(only: str | None, skip: str | None, bench: bool) -> list[str]:
 # --------------------------------------------------------------------------- runner
 
 
-class RecipeRunner(ProbeRunner):
-    """The default runner's plumbing (contact, discovery, SDK client, report) with the recipe
-    probes."""
+class RecipeSuite:
+    """The tutorial's four requests, sent exactly as given through ``client`` (its SDK client,
+    timing record, scrubbing and options)."""
 
-    def run(self, selected: list[str]) -> dict:
-        result = super().run(selected)
-        result["suite"] = SUITE
-        return result
+    def __init__(self, client: ProbeClient):
+        self.client = client
+
+    def probes(self) -> dict[str, Callable[[], ProbeResult]]:
+        return {name: getattr(self, "probe_" + name) for name in RECIPE_PROBES}
 
     def chat(self, probe: str, **kwargs) -> tuple[dict, float]:
-        """A non-streamed request exactly as given (the default runner adds max_tokens)."""
-        client = self.client  # created (openai imported) outside the timed section
+        """A non-streamed request exactly as given (the client's chat adds max_tokens)."""
+        client = self.client.client  # created (openai imported) outside the timed section
         start = time.monotonic()
         ok = False
         try:
@@ -218,19 +209,19 @@ class RecipeRunner(ProbeRunner):
             ok = True
             return response.model_dump(), time.monotonic() - start
         finally:
-            self.record(probe, start, time.monotonic() - start, ok)
+            self.client.record(probe, start, time.monotonic() - start, ok)
 
     def stream_as_sent(self, probe: str, kwargs: dict) -> StreamCapture:
         """Send the streamed request as the example does (no stream_options) and time every
         ``delta.content`` / ``delta.reasoning_content`` piece."""
         capture = StreamCapture()
-        client = self.client
+        client = self.client.client
         start = time.monotonic()
         try:
             with client.chat.completions.create(**kwargs) as stream:
                 for chunk in stream:
                     now = time.monotonic() - start
-                    if now > self.timeout * 4:
+                    if now > self.client.timeout * 4:
                         raise TimeoutError(f"stream still running after {now:.0f}s")
                     data = chunk.model_dump()
                     if data.get("usage"):
@@ -251,25 +242,25 @@ class RecipeRunner(ProbeRunner):
                         if choice.get("finish_reason"):
                             capture.finish_reason = choice["finish_reason"]
         except Exception as exc:  # timeouts, connection drops, HTTP errors
-            capture.error = self.scrub(f"stream failed after {time.monotonic() - start:.1f}s: "
+            capture.error = self.client.scrub(f"stream failed after {time.monotonic() - start:.1f}s: "
                                        f"{type(exc).__name__}: {exc}")
         capture.total_s = time.monotonic() - start
-        self.record(probe, start, capture.total_s, capture.error is None)
+        self.client.record(probe, start, capture.total_s, capture.error is None)
         return capture
 
     def probe_recipe_chat(self) -> ProbeResult:
-        response, latency = self.chat("recipe_chat", **request("recipe_chat", self.model))
+        response, latency = self.chat("recipe_chat", **request("recipe_chat", self.client.model))
         ok, detail = check_answer(response)
         choice = (response.get("choices") or [{}])[0]
         return ProbeResult(
             "recipe_chat", "pass" if ok else "fail", latency_s=latency,
-            tokens_per_s=self._tokens_per_s(response, latency), detail=detail,
+            tokens_per_s=tokens_per_s(response, latency), detail=detail,
             data={"finish_reason": choice.get("finish_reason"), "usage": response.get("usage"),
                   "answer": answer_text(choice.get("message") or {})},
         )
 
     def probe_recipe_streaming(self) -> ProbeResult:
-        capture = self.stream_as_sent("recipe_streaming", request("recipe_streaming", self.model))
+        capture = self.stream_as_sent("recipe_streaming", request("recipe_streaming", self.client.model))
         ok, detail = check_content_stream(capture)
         return ProbeResult(
             "recipe_streaming", "pass" if ok else "fail", latency_s=capture.total_s,
@@ -280,31 +271,48 @@ class RecipeRunner(ProbeRunner):
         )
 
     def probe_recipe_tools(self) -> ProbeResult:
-        response, latency = self.chat("recipe_tools", **request("recipe_tools", self.model))
+        response, latency = self.chat("recipe_tools", **request("recipe_tools", self.client.model))
         ok, detail, call = check_weather_call(response)
         choice = (response.get("choices") or [{}])[0]
         return ProbeResult(
             "recipe_tools", "pass" if ok else "fail", latency_s=latency,
-            tokens_per_s=self._tokens_per_s(response, latency), detail=detail,
+            tokens_per_s=tokens_per_s(response, latency), detail=detail,
             data={"call": call, "finish_reason": choice.get("finish_reason")},
         )
 
     def probe_recipe_vision(self) -> ProbeResult:
-        if self.vision == "off":
+        if self.client.vision == "off":
             return ProbeResult("recipe_vision", "skip", detail="--vision off")
-        if self.vision == "auto":
-            if self.model_info is None:
+        if self.client.vision == "auto":
+            if self.client.model_info is None:
                 return ProbeResult("recipe_vision", "skip", detail="no /model_info to tell; use --vision on")
-            if not self.model_info.get("has_image_understanding"):
+            if not self.client.model_info.get("has_image_understanding"):
                 return ProbeResult("recipe_vision", "skip", detail="model has no image understanding (/model_info)")
         colour = random.choice(sorted(COLOUR_NAMES_ZH))
-        kwargs = request("recipe_vision", self.model, png_data_url(COLOURS[colour]))
+        kwargs = request("recipe_vision", self.client.model, png_data_url(COLOURS[colour]))
         response, latency = self.chat("recipe_vision", **kwargs)
         message = ((response.get("choices") or [{}])[0]).get("message") or {}
         answer = answer_text(message)
         ok, detail = check_description(answer, colour)
         return ProbeResult(
             "recipe_vision", "pass" if ok else "fail", latency_s=latency,
-            tokens_per_s=self._tokens_per_s(response, latency), detail=detail,
+            tokens_per_s=tokens_per_s(response, latency), detail=detail,
             data={"colour": colour, "answer": answer},
         )
+
+
+class RecipeRunner(ProbeClient):
+    """A client composed with :class:`RecipeSuite` (``sgl-deploy probe --suite recipe``); its report
+    says ``"suite": "recipe"``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recipe = RecipeSuite(self)
+
+    def probes(self) -> dict[str, Callable[[], ProbeResult]]:
+        return self.recipe.probes()
+
+    def run(self, selected: list[str]) -> dict:
+        result = super().run(selected)
+        result["suite"] = SUITE
+        return result

@@ -211,7 +211,7 @@ def test_a_connection_error_on_the_retry_too_fails_the_probe(tmp_path, monkeypat
             pass
 
     runner._http = Dropping()
-    result = runner.probe_auth()
+    result = runner.default.probe_auth()
     assert result.status == "fail"
     assert "RemoteProtocolError" in result.detail
     assert Dropping.calls == 8  # 4 checks, each tried twice, never more
@@ -277,9 +277,9 @@ def test_v1_base_url_against_a_strict_server(tmp_path, monkeypatch, suffix):
 
 def test_the_strict_server_refuses_a_doubled_v1(tmp_path, monkeypatch):
     """Without normalisation the /v1 form fails: the fixture really is strict."""
-    from sgl_deploy import probe
+    from sgl_deploy import probe_client
 
-    monkeypatch.setattr(probe, "normalize_base_url", lambda url: url.rstrip("/"))
+    monkeypatch.setattr(probe_client, "normalize_base_url", lambda url: url.rstrip("/"))
     with FakeServer(api_key=API_KEY) as server:
         code, report, _ = run_cli(tmp_path, server.base_url + "/v1", "--only", "models",
                                   monkeypatch=monkeypatch)

@@ -147,7 +147,7 @@ def test_validate_schema_ok():
 
 @pytest.mark.parametrize("value, needle", [
     ({"unit": "celsius"}, "missing required 'location'"),
-    ({"location": 3}, "expected string"),
+    ({"location": 3, "unit": "celsius"}, "expected string"),
     ({"location": "Paris", "unit": "kelvin"}, "not one of"),
     (["Paris"], "expected object"),
 ])
@@ -177,7 +177,7 @@ def test_check_tool_arguments():
     assert ok and parsed["location"] == "Paris, France"
     ok, detail, _ = check_tool_arguments('{"location": "Paris", "unit": celsius}', SCHEMA, EXPECT)
     assert not ok and "not valid JSON" in detail
-    ok, detail, _ = check_tool_arguments('{"location": "Rome"}', SCHEMA, EXPECT)
+    ok, detail, _ = check_tool_arguments('{"location": "Rome", "unit": "celsius"}', SCHEMA, EXPECT)
     assert not ok and "does not mention 'paris'" in detail
     ok, detail, _ = check_tool_arguments('{"location": "Paris", "unit": "fahrenheit"}', SCHEMA, EXPECT)
     assert not ok and "unit" in detail
