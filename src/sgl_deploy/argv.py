@@ -12,6 +12,7 @@ import re
 import shlex
 from typing import Any, Iterable, Mapping
 
+from sgl_deploy.errors import SglDeployError
 from sgl_deploy.ports import ENGINE_PORT
 
 # Flags server_argv owns, with their aliases (reference/sglang.md §1 "Key flags").
@@ -38,7 +39,7 @@ MANAGED_FLAGS: dict[str, tuple[str, ...]] = {
 SECRET_FLAGS = ("--api-key", "--admin-api-key")
 
 
-class ArgvError(ValueError):
+class ArgvError(SglDeployError, ValueError):
     """The plan or extra args would produce an unsafe or conflicting argv."""
 
 

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from sgl_deploy.errors import SglDeployError
+
 # verb modules, in the order they appear in --help
 VERB_MODULES = (
     "sgl_deploy.gpu_facts",
@@ -25,7 +27,7 @@ VERB_MODULES = (
 )
 
 
-class VerbImportError(RuntimeError):
+class VerbImportError(SglDeployError, RuntimeError):
     """A verb module in VERB_MODULES cannot be loaded."""
 
 

@@ -26,7 +26,8 @@ import ipaddress
 import socket
 from typing import Any, Callable, Iterable, Mapping
 
-from sgl_deploy import ports
+from sgl_deploy import ports, topology
+from sgl_deploy.errors import SglDeployError
 
 TABLE = "sglang"
 FAMILY = "inet"
@@ -38,7 +39,7 @@ _FALSE = {"false", "no", "off", "0"}
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class FirewallError(ValueError):
+class FirewallError(SglDeployError, ValueError):
     """An address that is neither an IP, a CIDR nor a name the controller resolves."""
 
 
@@ -164,15 +165,13 @@ def plan(
     ``hostvars[host]`` holds its ``sglang_firewall_*`` values (role defaults included);
     ``controller`` the controller's addresses as this host sees them.
     """
-    from sgl_deploy import monitoring  # monitoring imports this module
-
     hv = hostvars[host]
     gateway_group = str(hv.get("sglang_firewall_gateway_group") or "sglang_routers")
     monitoring_group = str(hv.get("sglang_firewall_monitoring_group") or "monitoring")
     gateways = [str(h) for h in groups.get(gateway_group, []) or []]
     monitors = [str(h) for h in groups.get(monitoring_group, []) or []]
     on = enabled(hv.get("sglang_firewall_enabled"), gateways)
-    group = monitoring.replica_group(host, hv.get("sglang_replicas") or hv.get("sglang_plan_replicas"))
+    group = topology.replica_group(host, hv.get("sglang_replicas") or hv.get("sglang_plan_replicas"))
     peers = [h for h in group if h != host]
 
     def of(names: list[str]) -> list[Network]:

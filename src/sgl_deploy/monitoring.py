@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from sgl_deploy import firewall, ports
+from sgl_deploy.topology import replica_group
 
 DEFAULT_ENGINE_PORT = ports.ENGINE_PORT
 DEFAULT_ROUTER_PORT = ports.ROUTER_PORT
@@ -38,15 +39,6 @@ class Endpoint:
     def url(self, port: int | None = None) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"http://{host}:{port or self.port}"
-
-
-def replica_group(host: str, replicas: Mapping[str, Iterable[str]] | None) -> list[str]:
-    """The host's replica group in rank order (``[host]`` when it is in none)."""
-    for members in (replicas or {}).values():
-        members = list(members)
-        if host in members:
-            return members
-    return [host]
 
 
 def _int(value: Any, default: int) -> int:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from sgl_deploy.errors import SglDeployError
 from sgl_deploy.plan_rules import (  # noqa: F401  (ROLE_VARIABLES, role_message: planner.* for callers)
     ROLE_VARIABLES,
     ModelShape,
@@ -59,7 +60,7 @@ NODE_SIZES = (1, 2, 4, 8)  # GPU counts of common single hosts, for suggestions
 MAX_SUGGESTED_NODES = 8
 
 
-class PlanError(ValueError):
+class PlanError(SglDeployError, ValueError):
     """No valid plan: ``message`` says why; ``alternatives`` lists what would work."""
 
     def __init__(self, message: str, alternatives: list[dict[str, Any]] | None = None, fix: str | None = None):

@@ -101,7 +101,6 @@ class RequestSample:
     ok: bool
 
 
-
 class UsageError(SglDeployError):
     """Bad command-line input (exit 2)."""
 

@@ -393,7 +393,7 @@ class M3Suite:
     def probe_parallel_tools(self):
         messages = [{"role": "user", "content": PARALLEL_QUESTION}]
         response, latency = self.client.chat("parallel-tools", messages=messages, tools=[WEATHER_TOOL],
-                                      tool_choice="auto", **self._recipe())
+                                             tool_choice="auto", **self._recipe())
         ok, detail, records = check_parallel_calls(response, WEATHER_TOOL, PARALLEL_CITIES)
         data: dict = {"calls": records}
         if not ok:
@@ -420,7 +420,7 @@ class M3Suite:
     def probe_tool_args(self):
         messages = [{"role": "user", "content": MEETING_QUESTION}]
         response, latency = self.client.chat("tool-args", messages=messages, tools=[MEETING_TOOL],
-                                      tool_choice="auto", **self._recipe())
+                                             tool_choice="auto", **self._recipe())
         choice = (response.get("choices") or [{}])[0]
         calls = (choice.get("message") or {}).get("tool_calls") or []
         data: dict = {"non_streamed": [c.get("function") for c in calls]}
@@ -439,7 +439,7 @@ class M3Suite:
             return ProbeResult("tool-args", "fail", latency_s=latency, data=data,
                                detail=f"non-streamed: {detail}")
         capture = self.client.stream("tool-args", messages=messages, tools=[MEETING_TOOL],
-                              tool_choice="auto", **self._recipe())
+                                     tool_choice="auto", **self._recipe())
         data["stream_fragments"] = len(capture.tool_deltas)
         if capture.error:
             return ProbeResult("tool-args", "fail", latency_s=latency, data=data,

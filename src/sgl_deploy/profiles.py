@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from sgl_deploy.errors import SglDeployError
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = "minimax-m3"
 
@@ -50,7 +52,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
 REQUIRED_VARIANT_KEYS: tuple[str, ...] = ("model_id", "revision", "gpu_architectures", "weights_gb")
 
 
-class ProfileError(ValueError):
+class ProfileError(SglDeployError, ValueError):
     """A profile is missing, unreadable or malformed."""
 
 

@@ -243,7 +243,7 @@ class RecipeSuite:
                             capture.finish_reason = choice["finish_reason"]
         except Exception as exc:  # timeouts, connection drops, HTTP errors
             capture.error = self.client.scrub(f"stream failed after {time.monotonic() - start:.1f}s: "
-                                       f"{type(exc).__name__}: {exc}")
+                                              f"{type(exc).__name__}: {exc}")
         capture.total_s = time.monotonic() - start
         self.client.record(probe, start, capture.total_s, capture.error is None)
         return capture

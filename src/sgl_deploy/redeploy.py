@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from sgl_deploy.errors import SglDeployError
+
 EX_OK = 0
 EX_FAILED = 1
 EX_USAGE = 2
@@ -78,7 +80,7 @@ def lock_path(inventory: Path, lock_dir: Path | None = None, artifacts: Path | N
 # ---------------------------------------------------------------- the fleet lock
 
 
-class LockBusy(Exception):
+class LockBusy(SglDeployError):
     """The fleet lock is held by another run; ``holder`` is what that run wrote in the lock file."""
 
     def __init__(self, path: Path, holder: dict, waited_s: float):

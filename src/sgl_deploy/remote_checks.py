@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping
 
 from sgl_deploy import validate as _validate
+from sgl_deploy.errors import SglDeployError
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 MODELSCOPE = "https://modelscope.cn"
@@ -41,7 +42,7 @@ MAX_PARALLEL = 8
 Problem = dict[str, str]
 
 
-class Unreachable(Exception):
+class Unreachable(SglDeployError):
     """The index or hub gave no usable answer (network, DNS, timeout, 5xx)."""
 
 
