@@ -21,7 +21,7 @@ BIN="$ROOT/.venv/bin"
 export PATH="$BIN:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_NOCOLOR=1 PY_COLORS=0
 STAGES="${TEST_STAGES:-setup ruff lint unit lab molecule}"
 # Budgets in seconds, measured on a fresh clone (README "Tests" has the table and the measurements).
-declare -A BUDGET=([setup]=240 [ruff]=30 [lint]=90 [unit]=420 [lab]=1680 [molecule]=180)
+declare -A BUDGET=([setup]=90 [ruff]=30 [lint]=90 [unit]=400 [lab]=1920 [molecule]=150)
 OUT="$ROOT/reports/test"
 mkdir -p "$OUT"
 declare -a SUMMARY=()

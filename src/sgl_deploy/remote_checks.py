@@ -13,6 +13,11 @@ format of :mod:`sgl_deploy.validate`:
   ``sgl_validate_unreachable: fail``;
 * ``sgl_validate_remote_checks: false`` skips the look-ups of that host.
 
+A positive answer (the index has the pin; the hub lists model@revision) is remembered on the controller for
+:data:`CACHE_TTL_S` (``$SGL_DEPLOY_CACHE_DIR/remote-checks.json``, default ``~/.cache/sgl-deploy``), so the
+re-run after an inventory edit and the nightly run do not ask again; a negative or missing answer is never
+remembered, and a changed pin, model, revision or endpoint is a new question.
+
 The hub request is the plan role's listing (:func:`sgl_deploy.weights.listing_url`, parsed with
 :func:`sgl_deploy.weights.listing_entries`); the index request is the simple repository API (PEP 691
 JSON, PEP 503 HTML), as uv and pip read it; a wheelhouse (``*_find_links``) is read when it is a URL or a
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,6 +44,7 @@ MODELSCOPE = "https://modelscope.cn"
 HUGGINGFACE = "https://huggingface.co"
 TIMEOUT_S = 5.0
 MAX_PARALLEL = 8
+CACHE_TTL_S = 24 * 3600
 
 Problem = dict[str, str]
 
@@ -249,6 +256,44 @@ def _unreachable(host: str, var: str, value: Any, what: str, reason: str, strict
     return p
 
 
+def _cache_file() -> str:
+    base = os.environ.get("SGL_DEPLOY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sgl-deploy")
+    return os.path.join(base, "remote-checks.json")
+
+
+def cache_load(now: float | None = None) -> dict[str, float]:
+    """Remembered positive answers (key -> time of the answer), expired ones dropped."""
+    now = time.time() if now is None else now
+    try:
+        with open(_cache_file(), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {k: t for k, t in data.items() if isinstance(t, (int, float)) and now - t < CACHE_TTL_S} \
+        if isinstance(data, dict) else {}
+
+
+def cache_save(entries: Mapping[str, float]) -> None:
+    path = _cache_file()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(dict(entries), fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run a look-up
+
+
+def _index_key(source: str, package: str, pin: str) -> str:
+    return f"index|{source}|{_norm(package)}|{pin}"
+
+
+def _hub_key(key: tuple) -> str:
+    hub, endpoint, model_id, revision, _token = key
+    return f"hub|{hub}|{endpoint}|{model_id}|{revision}"
+
+
 def fleet_remote_problems(hostvars: Mapping[str, Mapping[str, Any]], groups: Mapping[str, Iterable[str]],
                           in_run: Iterable[str], timeout: float = TIMEOUT_S,
                           index_lookup: Callable[[str, str, float], set[str]] = index_versions,
@@ -284,11 +329,31 @@ def fleet_remote_problems(hostvars: Mapping[str, Mapping[str, Any]], groups: Map
         except Exception as exc:  # noqa: BLE001 - a broken answer is no answer
             return ("unreachable", f"{type(exc).__name__}: {exc}")
 
-    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(index_keys) + len(hub_keys)))) as pool:
-        index_futures = {k: pool.submit(ask, index_lookup, k[1], k[0], timeout) for k in index_keys}
-        hub_futures = {k: pool.submit(ask, hub_lookup, k[0], k[1], k[2], k[3], k[4], timeout) for k in hub_keys}
-        index = {k: f.result() for k, f in index_futures.items()}
-        hubs = {k: f.result() for k, f in hub_futures.items()}
+    # answers remembered from an earlier run (positive only): no look-up for those
+    cache = cache_load()
+    pins_of: dict[tuple[str, str], set[str]] = {}
+    for _host, pins, _model, _strict in plans:
+        for q in pins:
+            for src in q["sources"]:
+                pins_of.setdefault((q["package"], src), set()).add(str(q["pin"]).strip())
+    index: dict[tuple[str, str], tuple[str, Any]] = {
+        k: ("answer", set(pins_of[k])) for k in index_keys
+        if pins_of.get(k) and all(_index_key(k[1], k[0], pin) in cache for pin in pins_of[k])}
+    hubs: dict[tuple, tuple[str, Any]] = {k: ("answer", ("ok", "")) for k in hub_keys if _hub_key(k) in cache}
+    ask_index = index_keys - set(index)
+    ask_hub = hub_keys - set(hubs)
+    if ask_index or ask_hub:
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(ask_index) + len(ask_hub)))) as pool:
+            index_futures = {k: pool.submit(ask, index_lookup, k[1], k[0], timeout) for k in ask_index}
+            hub_futures = {k: pool.submit(ask, hub_lookup, k[0], k[1], k[2], k[3], k[4], timeout) for k in ask_hub}
+            index.update({k: f.result() for k, f in index_futures.items()})
+            hubs.update({k: f.result() for k, f in hub_futures.items()})
+        now = time.time()
+        learned = {_index_key(k[1], k[0], pin): now for k in ask_index if index[k][0] == "answer"
+                   for pin in pins_of.get(k, ()) if has_version(index[k][1], pin)}
+        learned.update({_hub_key(k): now for k in ask_hub if hubs[k][0] == "answer" and hubs[k][1][0] == "ok"})
+        if learned:
+            cache_save({**cache, **learned})
 
     out: list[Problem] = []
     for host, pins, model, strict in plans:

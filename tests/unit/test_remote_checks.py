@@ -94,6 +94,12 @@ def server_vars(base, **kw):
             "model_weights_endpoint": base, "model_weights_source": "hub", **kw}
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test starts with no remembered answers (the controller's cache is per user)."""
+    monkeypatch.setenv("SGL_DEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def router_vars(base, **kw):
     return {"sglang_router_version": "1.13.0", "sglang_router_index_url": f"{base}/simple", **kw}
 
@@ -122,6 +128,23 @@ def test_good_pins_pass_and_each_question_is_asked_once(fake):
     assert sum(p.startswith("/simple/sglang") for p in Fake.requests) == 1
     assert sum("/repo/files" in p for p in Fake.requests) == 1
     assert sum(p.startswith("/simple/smg") for p in Fake.requests) == 1
+
+
+def test_a_positive_answer_is_remembered_and_a_negative_one_is_not(fake, monkeypatch):
+    hostvars = {"g1": server_vars(fake), "r1": router_vars(fake)}
+    assert run(hostvars) == []
+    asked = len(Fake.requests)
+    assert asked == 3, Fake.requests  # sglang, smg, the model
+    assert run(hostvars) == [] and len(Fake.requests) == asked  # the re-run asks nothing
+    # a new pin is a new question; a pin the index lacks is asked every time (never remembered)
+    bad = {"g1": server_vars(fake, sglang_plan_sglang_version="0.5.99")}
+    assert run(bad) and run(bad)
+    assert sum(p.startswith("/simple/sglang") for p in Fake.requests[asked:]) == 2
+    # remembered answers expire
+    later = rc.time.time() + rc.CACHE_TTL_S + 1
+    monkeypatch.setattr(rc.time, "time", lambda: later)
+    before = len(Fake.requests)
+    assert run(hostvars) == [] and len(Fake.requests) == before + 3
 
 
 def test_questions_are_asked_in_parallel(fake):
