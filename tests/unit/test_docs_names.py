@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sgl_deploy import validate
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "roles").glob("*/README.md"))
 
@@ -57,17 +59,8 @@ def _metrics() -> set[str]:
 
 
 def _walk_tasks(node, out: set[str]) -> None:
-    if isinstance(node, list):
-        for item in node:
-            _walk_tasks(item, out)
-    elif isinstance(node, dict):
-        for key in ("ansible.builtin.set_fact", "set_fact"):
-            if isinstance(node.get(key), dict):
-                out.update(k for k in node[key] if k != "cacheable")
-        if isinstance(node.get("register"), str):
-            out.add(node["register"])
-        for key in ("block", "rescue", "always", "tasks", "pre_tasks", "post_tasks", "handlers"):
-            _walk_tasks(node.get(key), out)
+    """The names tasks set or register: the validation's own walker (one rule, sgl_deploy.validate)."""
+    validate._walk_fact_names(node, out)
 
 
 def set_facts() -> set[str]:
@@ -80,8 +73,6 @@ def set_facts() -> set[str]:
 
 def _playbook_variables() -> set[str]:
     """Variables the playbooks read (src/sgl_deploy/playbook_variables.yml), e.g. sgl_validate_allow_unknown."""
-    from sgl_deploy import validate
-
     return set(validate.playbook_variables())
 
 
@@ -131,7 +122,9 @@ def problems(text: str, where: str, filters: set[str], actions: set[str], module
 
 @pytest.fixture(scope="module")
 def known():
-    return dict(filters=_load_filters(), actions=_stems("plugins/action"), modules=_stems("plugins/modules"),
+    # callback plugins (plugins/callback) are named in the docs like action plugins
+    return dict(filters=_load_filters(), actions=_stems("plugins/action") | _stems("plugins/callback"),
+                modules=_stems("plugins/modules"),
                 metrics=_metrics(), facts=set_facts(), fields=plan_fields(), variables=_playbook_variables())
 
 
