@@ -8,6 +8,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -299,6 +300,11 @@ def test_server_cli_with_fault_flags(hub_root, tmp_path):
             "drop": {"path": "*", "after": 100, "times": 0}, "wrong_sha256": ["config.json"],
             "throttle_bps": 1000000, "throttle_scope": "connection", "down": "503", "ignore_range": True}
         assert get(f"{started['listening']}/api/v1/models/{M3}")[0] == 503
+        # the server appends the record once the response is out: the client may read the log first
+        deadline = time.monotonic() + 5
+        while json.loads((tmp_path / "a.log").read_text().splitlines()[-1])["status"] != 503 \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert json.loads((tmp_path / "a.log").read_text().splitlines()[-1])["status"] == 503
     finally:
         proc.terminate()
