@@ -188,10 +188,13 @@ class ProbeClient:
     def get(self, path: str, key: str | None = "default"):
         return self.request_safe(f"GET {path}", "GET", path, key=key)
 
-    def chat(self, probe: str, **kwargs) -> tuple[dict, float]:
-        """A non-streamed chat completion through the OpenAI SDK -> (response dict, latency)."""
-        kwargs.setdefault("model", self.model)
-        kwargs.setdefault("max_tokens", self.max_tokens)
+    def chat(self, probe: str, as_sent: bool = False, **kwargs) -> tuple[dict, float]:
+        """A non-streamed chat completion through the OpenAI SDK -> (response dict, latency). With
+        ``as_sent`` the request goes exactly as given (the recipe suite's tutorial requests), else the
+        model and max_tokens default to the runner's."""
+        if not as_sent:
+            kwargs.setdefault("model", self.model)
+            kwargs.setdefault("max_tokens", self.max_tokens)
         client = self.client  # created (openai imported) outside the timed section
         start = time.monotonic()
         ok = False

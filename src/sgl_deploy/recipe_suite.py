@@ -200,16 +200,8 @@ class RecipeSuite:
         return {name: getattr(self, "probe_" + name) for name in RECIPE_PROBES}
 
     def chat(self, probe: str, **kwargs) -> tuple[dict, float]:
-        """A non-streamed request exactly as given (the client's chat adds max_tokens)."""
-        client = self.client.client  # created (openai imported) outside the timed section
-        start = time.monotonic()
-        ok = False
-        try:
-            response = client.chat.completions.create(**kwargs)
-            ok = True
-            return response.model_dump(), time.monotonic() - start
-        finally:
-            self.client.record(probe, start, time.monotonic() - start, ok)
+        """A non-streamed request exactly as given (the client's chat adds model and max_tokens otherwise)."""
+        return self.client.chat(probe, as_sent=True, **kwargs)
 
     def stream_as_sent(self, probe: str, kwargs: dict) -> StreamCapture:
         """Send the streamed request as the example does (no stream_options) and time every
