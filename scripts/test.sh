@@ -22,6 +22,8 @@ export PATH="$BIN:$PATH" ANSIBLE_CONFIG="$ROOT/ansible.cfg" ANSIBLE_NOCOLOR=1 PY
 STAGES="${TEST_STAGES:-setup ruff lint unit lab molecule}"
 # Budgets in seconds, measured on a fresh clone (README "Tests" has the table and the measurements).
 declare -A BUDGET=([setup]=90 [ruff]=30 [lint]=90 [unit]=400 [lab]=1920 [molecule]=150)
+# the lab stage in one process (the default, TEST_LAB_WORKERS=0) has its own budget
+[[ "${TEST_LAB_WORKERS:-0}" == 0 ]] && BUDGET[lab]=3000
 OUT="$ROOT/reports/test"
 mkdir -p "$OUT"
 declare -a SUMMARY=()
@@ -89,9 +91,13 @@ stage_unit() {
 
 stage_lab() {
   # shellcheck disable=SC2086
-  # three workers, one fleet of lab hosts per xdist group (tests/lab/conftest.py): the lab tests wait on
+  # with workers, one fleet of lab hosts per xdist group (tests/lab/conftest.py): the lab tests wait on
   # converges, polls and sleeps more than on this machine's two cores. TEST_LAB_WORKERS=0: one process.
-  local workers="${TEST_LAB_WORKERS:-3}" par=()
+  # Default: one process. TEST_LAB_WORKERS=3 runs the fleets side by side (lab stage about 32 min instead of
+  # about 45 on 2 cores), but in 2 of 3 such runs the main lab's first converge failed on one engine host
+  # while two other fleets converged beside it (docs/performance.md): parallel stays opt-in until that is
+  # found and fixed.
+  local workers="${TEST_LAB_WORKERS:-0}" par=()
   [[ "$workers" != 0 ]] && par=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
   SGL_LAB=1 pytest -v -p no:cacheprovider --durations=0 "${par[@]}" tests/lab --junitxml="$OUT/lab.xml" ${PYTEST_ARGS:-}
 }

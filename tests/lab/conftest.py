@@ -59,8 +59,8 @@ def _group_rank(item) -> int:
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SGL_LAB") == "1":
-        # stable: each group keeps its tests' file order
-        items.sort(key=lambda item: _group_rank(item) if "tests/lab/" in str(item.fspath) else -1)
+        if os.environ.get("PYTEST_XDIST_WORKER"):  # side by side: longest groups first (stable within a group)
+            items.sort(key=lambda item: _group_rank(item) if "tests/lab/" in str(item.fspath) else -1)
         return
     skip = pytest.mark.skip(reason="lab test: set SGL_LAB=1 (make test does)")
     for item in items:
@@ -116,6 +116,21 @@ class Run:
     def changed(self, host: str) -> int:
         return self.recap[host]["changed"]
 
+    def failures(self) -> str:
+        """Every failed task of the run (its TASK line and the fatal block): what a tail of the output
+        may not reach when the run went on for the other hosts."""
+        blocks = re.findall(r"^(TASK \[[^\n]*\][^\n]*\n(?:(?!TASK \[).*\n)*?fatal: \[[^\n]*\n(?:(?:    |  ).*\n)*)",
+                            self.out, re.M)
+        return "\n".join(b[:3000] for b in blocks) or "(no fatal task in the output)"
+
+    def why(self, tail: int = 4000) -> str:
+        """The failed tasks, then the output's tail; the whole output is kept in reports/test/."""
+        out_dir = REPO / "reports" / "test"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"playbook-{os.getpid()}-{len(list(out_dir.glob('playbook-*.log')))}.log"
+        path.write_text(self.out)
+        return f"failed tasks:\n{self.failures()}\n--- output tail ({path} has all of it) ---\n{self.out[-tail:]}"
+
 
 def playbook(*args: str, inventory: Path | str = LAB_INVENTORY, env: dict | None = None, timeout: int = 1500) -> Run:
     cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory), *args]
@@ -164,7 +179,7 @@ def site(lab):
     this run wrote (never "the newest one": other tests write reports too)."""
     before = report_stamps()
     run = playbook("site.yml")
-    assert run.rc == 0, run.out[-6000:]
+    assert run.rc == 0, run.why()
     new = sorted(report_stamps() - before)
     assert new, "site.yml wrote no probe report for lab1"
     run.reports = REPO / "reports" / new[-1]
