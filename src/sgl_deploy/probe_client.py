@@ -205,17 +205,20 @@ class ProbeClient:
         finally:
             self.record(probe, start, time.monotonic() - start, ok)
 
-    def stream(self, probe: str, **kwargs) -> StreamCapture:
-        """A streamed chat completion; never hangs longer than the timeout between chunks."""
-        kwargs.setdefault("model", self.model)
-        kwargs.setdefault("max_tokens", self.max_tokens)
+    def stream(self, probe: str, as_sent: bool = False, **kwargs) -> StreamCapture:
+        """A streamed chat completion; never hangs longer than the timeout between chunks. With
+        ``as_sent`` the request goes exactly as given (the recipe suite sends the tutorial's request,
+        ``stream`` included, without stream_options), else with the runner's model and max_tokens and
+        usage requested."""
+        if not as_sent:
+            kwargs.setdefault("model", self.model)
+            kwargs.setdefault("max_tokens", self.max_tokens)
+            kwargs = {"stream": True, "stream_options": {"include_usage": True}, **kwargs}
         capture = StreamCapture()
         client = self.client
         start = time.monotonic()
         try:
-            stream = client.chat.completions.create(
-                stream=True, stream_options={"include_usage": True}, **kwargs
-            )
+            stream = client.chat.completions.create(**kwargs)
             with stream:
                 for chunk in stream:
                     now = time.monotonic() - start

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import time
 from typing import Callable
 
 from sgl_deploy.probe_checks import (
@@ -205,40 +204,8 @@ class RecipeSuite:
 
     def stream_as_sent(self, probe: str, kwargs: dict) -> StreamCapture:
         """Send the streamed request as the example does (no stream_options) and time every
-        ``delta.content`` / ``delta.reasoning_content`` piece."""
-        capture = StreamCapture()
-        client = self.client.client
-        start = time.monotonic()
-        try:
-            with client.chat.completions.create(**kwargs) as stream:
-                for chunk in stream:
-                    now = time.monotonic() - start
-                    if now > self.client.timeout * 4:
-                        raise TimeoutError(f"stream still running after {now:.0f}s")
-                    data = chunk.model_dump()
-                    if data.get("usage"):
-                        capture.usage = data["usage"]
-                    for choice in data.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        for kind, key in (("reasoning", "reasoning_content"), ("content", "content")):
-                            text = delta.get(key)
-                            if text:
-                                capture.pieces.append((now, kind, text))
-                                if kind == "content":
-                                    capture.content += text
-                                else:
-                                    capture.reasoning += text
-                                capture.ttft_s = now if capture.ttft_s is None else capture.ttft_s
-                                capture.first_s = now if capture.first_s is None else capture.first_s
-                                capture.last_s = now
-                        if choice.get("finish_reason"):
-                            capture.finish_reason = choice["finish_reason"]
-        except Exception as exc:  # timeouts, connection drops, HTTP errors
-            capture.error = self.client.scrub(f"stream failed after {time.monotonic() - start:.1f}s: "
-                                              f"{type(exc).__name__}: {exc}")
-        capture.total_s = time.monotonic() - start
-        self.client.record(probe, start, capture.total_s, capture.error is None)
-        return capture
+        ``delta.content`` / ``delta.reasoning_content`` piece (the client's one stream reader)."""
+        return self.client.stream(probe, as_sent=True, **kwargs)
 
     def probe_recipe_chat(self) -> ProbeResult:
         response, latency = self.chat("recipe_chat", **request("recipe_chat", self.client.model))
